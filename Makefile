@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test setup ui constraints
+.PHONY: quickstart test setup ui constraints chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,20 @@ setup: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/lifelong run examples/quickstart.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# tests/test_browser.py drives Debian's chromium through Playwright (no browser
+# download): install the package when it is missing (root with apt-get, as in CI).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium; \
+	  else \
+	    echo "note: no /usr/bin/chromium; the browser test skips (and fails when CI=true)"; \
+	  fi; }
 
 ui: $(STAMP)
 	$(BIN)/lifelong ui

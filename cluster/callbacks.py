@@ -29,18 +29,39 @@ def error_reason(trial: Trial) -> str:
     return lines[-1] if lines else "the trial failed without an error message"
 
 
-class TrackingCallback(Callback):
-    """Forwards trial events to the :class:`SweepTracker` (MLflow) and the progress view."""
+#: The tracker and progress view of each sweep this driver runs, by sweep key. A
+#: callback that Tune unpickled from a stopped sweep's state (``Tuner.restore``)
+#: finds its driver-side objects here.
+ACTIVE: dict[str, tuple[SweepTracker, SweepProgress]] = {}
 
-    def __init__(self, tracker: SweepTracker, progress: SweepProgress) -> None:
-        self.tracker = tracker
-        self.progress = progress
+
+class TrackingCallback(Callback):
+    """Forwards trial events to the :class:`SweepTracker` (MLflow) and the progress view.
+
+    Args:
+        key: the sweep's key in :data:`ACTIVE`, where the tracker and the progress
+            view are registered (they live in this driver process only and are not
+            pickled with Tune's experiment state).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
         self._last: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into the experiment state; the MLflow client and
         # the console live only in this driver process and are not part of it.
-        return {"tracker": None, "progress": None, "_last": {}}
+        return {"key": self.key, "_last": {}}
+
+    @property
+    def tracker(self) -> SweepTracker:
+        """The sweep's tracker (registered in :data:`ACTIVE` by the driver)."""
+        return ACTIVE[self.key][0]
+
+    @property
+    def progress(self) -> SweepProgress:
+        """The sweep's progress view."""
+        return ACTIVE[self.key][1]
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -72,6 +93,9 @@ class TrackingCallback(Callback):
     ) -> None:
         """Log final metrics and artifacts; the run ends FINISHED."""
         spec = trial_spec(trial)
+        done = self.tracker.outcomes.get(spec.trial_id)
+        if done is not None and done.status == "FINISHED":
+            return  # finished before the sweep was resumed: logged already
         last = self._last.get(spec.trial_id)
         if last is None or int(last["experience"]) + 1 != int(last["n_experiences"]):
             self.on_trial_error(iteration, trials, trial)

@@ -8,8 +8,11 @@ object store once and shared by every trial.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +20,18 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from rich.console import Console
 
+from lifelong.platform.mlflow_io import safe_name
 from lifelong.platform.spec import Experiment
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
 
-from .callbacks import TrackingCallback
+from .callbacks import ACTIVE, TrackingCallback
 from .progress import SweepProgress
+from .shared import SharedStream
+from .state import ENDED, INTERRUPTED, RUNNING, SweepState, file_digest
 from .trial import train_trial
 
 DEFAULT_STORAGE = Path(".lifelong") / "ray_results"
@@ -54,20 +61,64 @@ def ensure_ray(
         "configure_logging": True,
     }
     if address:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+            raise ClusterConnectError(_connect_message(address, e)) from e
     else:
         ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
     return True
 
 
-def plugin_imports(experiment: Experiment, shipped: list[str] | None) -> dict[str, list[str]]:
-    """What workers import: the shipped modules, or (Ray joined as is) the local files."""
+class ClusterConnectError(RuntimeError):
+    """Joining an existing Ray cluster failed (wrong address, or its auth token is missing)."""
+
+
+def _connect_message(address: str, error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = f"could not join the Ray cluster at {address!r}: {first}"
+    if any(w in str(error).lower() for w in ("auth", "token", "unauthenticated")):
+        text += (
+            ". The cluster uses token authentication: give this process the cluster's "
+            "token with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<file> (or "
+            "RAY_AUTH_TOKEN=<token>); see docs/cluster.md"
+        )
+    return text
+
+
+def in_ray_job() -> bool:
+    """Whether this process is a Ray job's entrypoint whose runtime env has a working_dir.
+
+    Such a job (``lifelong submit``) already ships the submitting directory, plugin
+    files included, to every worker, whose working directory it becomes.
+    """
+    raw = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if not raw:
+        return False
+    try:
+        env = json.loads(raw).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return False
+    return bool(env.get("working_dir"))
+
+
+def plugin_imports(
+    experiment: Experiment, shipped: list[str] | None, *, relative_to: Path | None = None
+) -> dict[str, list[str]]:
+    """What workers import: the shipped modules, or (Ray joined as is) the local files.
+
+    ``relative_to``: name files inside this directory relative to it (a Ray job's
+    working directory, which is each worker's working directory too).
+    """
     if shipped is not None:
         return {"modules": shipped, "files": []}
-    return {
-        "modules": [r.module for r in experiment.plugins if r.file is None],
-        "files": [r.file for r in experiment.plugins if r.file is not None],
-    }
+    files = [r.file for r in experiment.plugins if r.file is not None]
+    if relative_to is not None:
+        root = relative_to.resolve()
+        files = [
+            os.path.relpath(f, root) if Path(f).resolve().is_relative_to(root) else f for f in files
+        ]
+    return {"modules": [r.module for r in experiment.plugins if r.file is None], "files": files}
 
 
 @contextlib.contextmanager
@@ -82,20 +133,61 @@ def _quiet_tune() -> Iterator[None]:
         logger.setLevel(level)
 
 
+class SweepInterrupted(RuntimeError):
+    """The sweep was stopped (SIGINT/SIGTERM) before every trial ended.
+
+    The unfinished trials' MLflow runs are KILLED and their checkpoints kept:
+    ``lifelong run <file> --resume`` continues them.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C: Tune stops the trials and saves its state for a resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _trainable(experiment: Experiment, stream: Stream) -> Any:
+    spec = experiment.spec
+    return tune.with_resources(
+        tune.with_parameters(train_trial, stream=SharedStream(stream)),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+
+
 def run_sweep(
     experiment: Experiment,
     stream: Stream,
     tracker: SweepTracker,
     *,
-    storage_path: Path | None = None,
+    storage_path: Path | str | None = None,
     console: Console | None = None,
     plugins: dict[str, list[str]] | None = None,
+    state_file: Path | None = None,
+    resume: SweepState | None = None,
 ) -> list[TrialOutcome]:
     """Run every trial of ``experiment`` on the connected Ray cluster.
 
     Metrics and artifacts go to MLflow through ``tracker`` from this (driver)
     process. ``plugins`` tells workers what to import (see :func:`plugin_imports`).
-    Returns one outcome per trial, in the experiment's order.
+    ``state_file``: where to keep the :class:`SweepState` a later ``resume`` needs.
+    ``resume``: continue that stopped sweep: its finished trials are not run
+    again, the others continue from their last checkpoints and log into their
+    existing MLflow runs. Returns one outcome per trial, in the experiment's order.
+
+    Raises:
+        SweepInterrupted: the sweep was stopped (SIGINT/SIGTERM) before it ended.
     """
     spec = experiment.spec
     trials = experiment.trials()
@@ -103,46 +195,91 @@ def run_sweep(
     # lifelong logs to MLflow itself; Tune's CSV/JSON/TensorBoard loggers would only
     # duplicate it (and warn about the NaN rows of R not yet trained).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, stream=stream),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
-    param_space = {
-        "trial": tune.grid_search([t.to_dict() for t in trials]),
-        "model": spec.model.model_dump(mode="json"),
-        "training": spec.training.model_dump(mode="json"),
-        "threads": max(1, int(spec.resources.cpu)),
-        "plugins": plugins if plugins is not None else plugin_imports(experiment, None),
-    }
-    storage = (storage_path or DEFAULT_STORAGE).resolve()
+    # Save Tune's experiment state often, so a driver that is killed outright
+    # (SIGKILL, a lost machine) resumes from recent trial checkpoints.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     progress = SweepProgress([t.trial_id for t in trials], console)
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True
-        ),
-        run_config=tune.RunConfig(
-            name=f"{experiment.name}-{tracker.sweep_id}-{time.time_ns() % 10**6}",
-            storage_path=str(storage),
-            verbose=0,
-            callbacks=[TrackingCallback(tracker, progress)],
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    tracker.start()
+    if resume is not None:
+        tracker.reopen(resume.parent_run_id)
+        state = resume
+    else:
+        tracker.start()
+        storage = Path(storage_path or DEFAULT_STORAGE)
+        if "://" not in str(storage_path or ""):
+            storage = storage.resolve()
+        name = f"{safe_name(experiment.name)}-{tracker.sweep_id}-{time.time_ns() % 10**6}"
+        state = SweepState(
+            experiment_file=str(experiment.path.resolve()) if experiment.path else "",
+            file_sha256=file_digest(experiment.path) if experiment.path else "",
+            experiment_name=tracker.experiment_name,
+            tracking_uri=tracker.tracking_uri,
+            parent_run_id=str(tracker.parent_run_id),
+            tune_path=f"{str(storage).rstrip('/')}/{name}",
+        )
+    for o in tracker.outcomes.values():
+        if o.status == "FINISHED":
+            progress.state[o.trial.trial_id] = "finished"
+    state.status = RUNNING
+    if state_file is not None:
+        state.save(state_file)
+    key = f"{state.parent_run_id}"
+    ACTIVE[key] = (tracker, progress)
+    if resume is not None:
+        tuner = tune.Tuner.restore(
+            state.tune_path,
+            _trainable(experiment, stream),
+            resume_unfinished=True,
+            resume_errored=False,
+        )
+    else:
+        param_space = {
+            "trial": tune.grid_search([t.to_dict() for t in trials]),
+            "model": spec.model.model_dump(mode="json"),
+            "training": spec.training.model_dump(mode="json"),
+            "threads": max(1, int(spec.resources.cpu)),
+            "plugins": plugins if plugins is not None else plugin_imports(experiment, None),
+        }
+        storage_dir, _, run_name = state.tune_path.rpartition("/")
+        tuner = tune.Tuner(
+            _trainable(experiment, stream),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=storage_dir,
+                verbose=0,
+                callbacks=[TrackingCallback(key)],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
     try:
-        with progress, _quiet_tune():
+        with progress, _quiet_tune(), _sigterm_as_sigint():
             tuner.fit()
     except BaseException:
         tracker.abort("the sweep was interrupted")
+        _save_status(state, state_file, INTERRUPTED)
         raise
-    unfinished = [o for o in tracker.outcomes.values() if o.status == "RUNNING"]
+    finally:
+        ACTIVE.pop(key, None)
+    unfinished = [o for o in tracker.outcomes.values() if o.status not in ("FINISHED", "FAILED")]
     if unfinished or len(tracker.outcomes) < len(trials):
-        tracker.abort("the sweep ended before this trial finished")
-    else:
-        failed = any(o.status == "FAILED" for o in tracker.outcomes.values())
-        tracker.finish("FAILED" if failed else "FINISHED")
+        tracker.abort("the sweep was stopped before this trial finished")
+        _save_status(state, state_file, INTERRUPTED)
+        raise SweepInterrupted(
+            f"the sweep was stopped with {len(trials) - len(tracker.outcomes) + len(unfinished)}"
+            f" of {len(trials)} trials unfinished"
+        )
+    failed = any(o.status == "FAILED" for o in tracker.outcomes.values())
+    tracker.finish("FAILED" if failed else "FINISHED")
+    _save_status(state, state_file, ENDED)
     by_id = tracker.outcomes
     return [by_id[t.trial_id] for t in trials if t.trial_id in by_id]
+
+
+def _save_status(state: SweepState, path: Path | None, status: str) -> None:
+    state.status = status
+    if path is not None:
+        state.save(path)

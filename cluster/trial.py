@@ -24,20 +24,23 @@ from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.stream import Stream
 from lifelong.strategies import build_strategy
 
+from .shared import SharedStream, unpack
+
 CHECKPOINT_FILE = "learner.pt"
 
 
 def build_learner(config: dict[str, Any], stream: Stream) -> Learner:
     """Build the learner a trial's ``config`` (Tune param space entry) describes."""
     trial = TrialSpec.from_dict(config["trial"])
+    model = ModelConfig.model_validate(config["model"])
+    training = TrainingConfig.model_validate(config["training"])
+    if any(s.name.startswith("avalanche.") for s in trial.strategies):
+        from lifelong.platform.avalanche_learner import build_avalanche_learner
+
+        pairs = [(s.name, dict(s.params)) for s in trial.strategies]
+        return build_avalanche_learner(stream, model, pairs, training, trial.seed)
     strategies = [build_strategy(s.name, s.params) for s in trial.strategies]
-    return Learner(
-        stream,
-        ModelConfig.model_validate(config["model"]),
-        strategies,
-        TrainingConfig.model_validate(config["training"]),
-        trial.seed,
-    )
+    return Learner(stream, model, strategies, training, trial.seed)
 
 
 def _plasticity(learner: Learner, i: int) -> dict[str, float]:
@@ -49,14 +52,22 @@ def _plasticity(learner: Learner, i: int) -> dict[str, float]:
 def import_plugins(plugins: dict[str, list[str]]) -> None:
     """Import the experiment's plugins in this worker: shipped modules, or local files."""
     import_on_worker(plugins.get("modules", []))
+    # A relative file is in a Ray job's working_dir (lifelong submit): the directory
+    # the worker started in, before Tune moved it into the trial's own directory.
+    base = Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or Path.cwd())
     for file in plugins.get("files", []):
-        load_plugin(file, Path("/"))
+        load_plugin(file, base)
 
 
-def train_trial(config: dict[str, Any], stream: Stream) -> None:
-    """Train one trial, reporting metrics and a checkpoint after every experience."""
+def train_trial(config: dict[str, Any], stream: Stream | SharedStream) -> None:
+    """Train one trial, reporting metrics and a checkpoint after every experience.
+
+    ``stream``: the sweep's stream, as a :class:`SharedStream` read zero-copy from
+    the node's object store (or a plain :class:`Stream`).
+    """
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     import_plugins(config.get("plugins", {}))
+    stream = unpack(stream)
     learner = build_learner(config, stream)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

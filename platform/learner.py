@@ -30,6 +30,12 @@ from lifelong.scenarios.stream import Experience, Stream
 from lifelong.strategies.base import Batch, Context, Strategy
 
 
+def _first_nonfinite(values: Tensor) -> Tensor:
+    """Index (0-d tensor, on the device) of the first non-finite entry of ``values``, or -1."""
+    bad = ~torch.isfinite(values)
+    return torch.where(bad.any(), bad.to(torch.int64).argmax(), -1)
+
+
 def _overrides(strategy: Strategy, hook: str) -> bool:
     return getattr(type(strategy), hook) is not getattr(Strategy, hook)
 
@@ -41,7 +47,47 @@ def _fabric(accelerator: str, precision: str) -> Fabric:
 
 
 class DivergenceError(RuntimeError):
-    """Raised when a loss term becomes NaN or infinite during training."""
+    """Raised when a loss term or the gradient becomes NaN or infinite during training.
+
+    Attributes:
+        experience: index of the experience being trained.
+        epoch: the epoch (within the experience) of the first bad step.
+        step: the global optimizer step (``Learner.step`` numbering) of the first bad step.
+        terms: the loss terms that were NaN/inf at that step (empty when only the
+            gradient was).
+        gradient: whether the gradient norm was NaN/inf at that step.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        experience: int,
+        epoch: int,
+        step: int,
+        terms: tuple[str, ...],
+        gradient: bool,
+    ) -> None:
+        super().__init__(message)
+        self.experience = experience
+        self.epoch = epoch
+        self.step = step
+        self.terms = terms
+        self.gradient = gradient
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the attributes across Ray's pickling
+        return (
+            _rebuild_divergence,
+            (str(self), self.experience, self.epoch, self.step, self.terms, self.gradient),
+        )
+
+
+def _rebuild_divergence(
+    message: str, experience: int, epoch: int, step: int, terms: tuple[str, ...], gradient: bool
+) -> DivergenceError:
+    return DivergenceError(
+        message, experience=experience, epoch=epoch, step=step, terms=terms, gradient=gradient
+    )
 
 
 class Learner:
@@ -54,6 +100,9 @@ class Learner:
         training: optimizer, batch size, epochs, device and precision.
         seed: seeds model initialisation and batch order.
     """
+
+    check_gradients: bool = True
+    """Also check every step's gradient norms for NaN/inf (one fused op per step)."""
 
     def __init__(
         self,
@@ -87,7 +136,11 @@ class Learner:
         self.step = 0
         self.next_experience = 0
         self._term_owner: dict[str, str] = {}
+        self._term_steps: dict[str, list[int]] = {}  # global step of each history entry
+        self._grad_norms: list[list[Tensor]] = []  # per step: each gradient's norm (on device)
         self._epoch_start_step = 0
+        self._experience_start_step = 0
+        self._params: list[torch.nn.Parameter] = []
 
     # ------------------------------------------------------------------ loop
     def context(self, experience: Experience) -> Context:
@@ -104,6 +157,9 @@ class Learner:
         for s in self.strategies:
             s.on_experience_start(ctx)
         history: dict[str, list[Tensor]] = {}
+        self._term_steps, self._grad_norms = {}, []
+        self._experience_start_step = ctx.step
+        self._params = list(self.model.parameters())
         totals: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
         n, bs = exp.n_train, self.training.batch_size
@@ -114,9 +170,11 @@ class Learner:
                 perm = torch.randperm(n, device=self.device, generator=self.generator)
                 for start in range(0, n, bs):
                     idx = perm[start : start + bs]
+                    step = ctx.step
                     terms = self._step(ctx, exp.x_train[idx], exp.y_train[idx], exp.task_id)
                     for k, v in terms.items():
                         history.setdefault(k, []).append(v)
+                        self._term_steps.setdefault(k, []).append(step)
                 self._end_epoch(history, totals, counts, i, epoch, ctx.step)
         for s in self.strategies:
             s.on_experience_end(ctx)
@@ -141,6 +199,9 @@ class Learner:
         loss.backward()
         for s in self.strategies:
             s.on_after_backward(ctx)
+        if self.check_gradients:  # one fused op, kept on the device; checked per epoch
+            grads = [p.grad for p in self._params if p.grad is not None]
+            self._grad_norms.append(torch._foreach_norm(grads) if grads else [])
         if ctx.protected:
             self._protected_step(ctx)
         else:
@@ -151,16 +212,26 @@ class Learner:
     def _protected_step(self, ctx: Context) -> None:
         """Step the optimizer, leaving every entry a strategy protected unchanged."""
         params = dict(self.model.named_parameters())
+        # Copy-and-restore only where the step could move a protected entry: SGD and
+        # Adam skip a parameter without gradient, and plain SGD (no momentum, no weight
+        # decay) leaves an entry with zero gradient exactly unchanged.
+        opt = self.optimizer
+        skips_no_grad = type(opt) in (torch.optim.SGD, torch.optim.Adam)
+        plain_sgd = type(opt) is torch.optim.SGD and not any(
+            g["momentum"] or g["weight_decay"] for g in opt.param_groups
+        )
         saved = []
         for name, mask in ctx.protected.items():
             p = params[name]
             if mask is None:
                 p.grad = None  # no gradient: SGD and Adam skip it (no decay, no moments)
-                saved.append((p, None, p.detach().clone()))
+                if not skips_no_grad:
+                    saved.append((p, None, p.detach().clone()))
             else:
                 if p.grad is not None:
                     p.grad.masked_fill_(mask, 0.0)
-                saved.append((p, mask, p.detach().clone()))
+                if not plain_sgd:
+                    saved.append((p, mask, p.detach().clone()))
         self.optimizer.step()
         with torch.no_grad():
             for p, mask, old in saved:
@@ -179,25 +250,62 @@ class Learner:
         epoch: int,
         step: int,
     ) -> None:
-        """Fold the epoch's per-step terms into totals; fail if any is NaN or infinite.
+        """Fold the epoch's per-step terms into totals; fail at the first NaN/inf step.
 
-        This is the loop's only host sync: once per epoch, not per step.
+        This is the loop's only host sync: once per epoch, not per step. Every
+        step's loss terms and gradient norms stayed on the device; here one stacked
+        tensor gives, per term and for the gradient, the index of its first
+        non-finite step (or -1), so the error names the exact optimizer step.
         """
         if not history:
             return
-        sums = {k: torch.stack(v).double().sum() for k, v in history.items()}
+        stacked = {k: torch.stack(v) for k, v in history.items()}
+        sums = {k: v.double().sum() for k, v in stacked.items()}
         for k, v in history.items():
             counts[k] = counts.get(k, 0) + len(v)
             totals[k] = totals[k] + sums[k] if k in totals else sums[k]
+        checks = [_first_nonfinite(v) for v in stacked.values()]
+        norms = [n for g in self._grad_norms for n in g]
+        grad_steps = [j for j, g in enumerate(self._grad_norms) for _ in g]
+        if norms:
+            checks.append(_first_nonfinite(torch.stack(norms)))
+        firsts = torch.stack(checks).tolist()
+        steps = dict(self._term_steps)
         history.clear()
-        finite = torch.stack([torch.isfinite(v) for v in sums.values()]).tolist()
-        bad = [k for k, ok in zip(sums, finite, strict=True) if not ok]
-        if bad:
-            who = ", ".join(f"{k!r} (from {self._term_owner.get(k, 'the task loss')})" for k in bad)
-            raise DivergenceError(
-                f"loss became NaN/inf in experience {i}, epoch {epoch} "
-                f"(optimizer steps {self._epoch_start_step}..{step}): term {who}"
+        self._term_steps = {}
+        self._grad_norms = []
+        bad_terms = {k: steps[k][int(f)] for k, f in zip(stacked, firsts, strict=False) if f >= 0}
+        bad_grad = (
+            self._epoch_start_step + grad_steps[int(firsts[-1])]
+            if norms and firsts[-1] >= 0
+            else None
+        )
+        if not bad_terms and bad_grad is None:
+            return
+        first = min([*bad_terms.values(), *([bad_grad] if bad_grad is not None else [])])
+        terms = tuple(k for k, s in bad_terms.items() if s == first)
+        where = (
+            f"experience {i}, epoch {epoch}, optimizer step {first} "
+            f"(step {first - self._experience_start_step} of the experience)"
+        )
+        if terms:
+            who = ", ".join(
+                f"{k!r} (from {self._term_owner.get(k, 'the task loss')})" for k in terms
             )
+            message = f"loss became NaN/inf in {where}: term {who}"
+        else:
+            present = ", ".join(
+                f"{k!r} (from {self._term_owner.get(k, 'the task loss')})"
+                for k in stacked
+                if first in steps[k]
+            )
+            message = (
+                f"gradients became NaN/inf in {where} while every loss term was finite; "
+                f"the backward pass of {present} produced them"
+            )
+        raise DivergenceError(
+            message, experience=i, epoch=epoch, step=first, terms=terms, gradient=not terms
+        )
 
     @torch.no_grad()
     def evaluate(self) -> np.ndarray:

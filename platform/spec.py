@@ -7,6 +7,7 @@ An experiment file is YAML. It is validated completely before anything starts
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lifelong.platform.models import MODELS, ModelConfig
 from lifelong.platform.plugins import PluginError, PluginRef, load_entry_points, load_plugin
 from lifelong.platform.training import TrainingConfig
-from lifelong.scenarios import ScenarioConfig, ScenarioError, check_scenario
+from lifelong.scenarios import ScenarioConfig, ScenarioError, Stream, build_stream, check_scenario
 from lifelong.scenarios.builder import source_config
 from lifelong.strategies import STRATEGIES, get_strategy
 
 Loc = tuple[str | int, ...]
+MAX_SEEDS = 10_000
+MAX_SEED = 2**32 - 1  # what numpy and Lightning accept as a seed
+MAX_WIDTH = 1_000_000  # a hidden layer wider than this is a typo, not a model
 
 
 class SpecError(ValueError):
@@ -47,8 +51,18 @@ def format_loc(loc: Loc) -> str:
     """Render a location as ``strategies[1].l2.lambda``."""
     out = ""
     for part in loc:
+        if not isinstance(part, int):
+            part = str(part)
+            if not part.isprintable():  # a control character must not break the line
+                part = repr(part)[1:-1]
+            part = _clip(part)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (a huge key or value must not flood the message)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class ResourcesConfig(BaseModel):
@@ -84,7 +98,7 @@ class ExperimentSpec(BaseModel):
         default_factory=list,
         description="plugin files (relative to the experiment file) or module names",
     )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=10_000)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_SEEDS)
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -93,20 +107,32 @@ class ExperimentSpec(BaseModel):
     max_failures: int = Field(0, ge=0, le=100, description="retries of a failed trial")
     max_concurrent_trials: int | None = Field(None, ge=1)
 
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise ValueError(f"must be printable text, not blank (got {_clip(repr(v))})")
+        return v
+
     @field_validator("seeds", mode="before")
     @classmethod
     def _count_to_list(cls, v: Any) -> Any:
         if isinstance(v, int) and not isinstance(v, bool):
-            if v < 1:
-                raise ValueError(f"seeds must be a positive count or a list of seeds, got {v}")
+            if not 1 <= v <= MAX_SEEDS:  # checked before building the list
+                raise ValueError(
+                    f"seeds must be a count in 1..{MAX_SEEDS} or a list of seeds, "
+                    f"got {_clip(str(v))}"
+                )
             return list(range(v))
         return v
 
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+        if len(set(v)) != len(v) or min(v) < 0 or max(v) > MAX_SEED:
+            raise ValueError(
+                f"seeds must be distinct integers in 0..{MAX_SEED}, got {_clip(str(v))}"
+            )
         return v
 
 
@@ -174,7 +200,12 @@ class Experiment:
 
 
 def _with_params(s: StrategySpec) -> str:
-    defaults = get_strategy(s.name).Config().model_dump(by_alias=True)
+    if s.name.startswith("avalanche."):
+        from lifelong.platform.avalanche_learner import defaults as avalanche_defaults
+
+        defaults = avalanche_defaults(s.name)
+    else:
+        defaults = get_strategy(s.name).Config().model_dump(by_alias=True)
     changed = [f"{k}={v}" for k, v in s.params.items() if defaults.get(k) != v]
     return f"{s.name}({','.join(changed)})" if changed else s.name
 
@@ -191,6 +222,30 @@ def load_experiment(path: str | Path) -> Experiment:
     return parse_experiment(text, file=file, path=path)
 
 
+def build_checked_stream(experiment: Experiment) -> Stream:
+    """Build and check the stream ``experiment`` describes, as ``lifelong run`` does first.
+
+    Problems of the data itself (an empty experience, NaN inputs, labels
+    outside the classes, an unreadable ``arrays`` file) become a
+    :class:`SpecError` located at the ``scenario`` section, naming the experience.
+    """
+    file = str(experiment.path) if experiment.path else "<experiment>"
+    try:
+        return build_stream(experiment.spec.scenario)
+    except ScenarioError as e:
+        loc: Loc = ("scenario", *e.field.split("."))
+        message = e.message
+    except (ValueError, MemoryError) as e:
+        loc, message = ("scenario",), f"cannot build the stream: {_clip(str(e), 300)}"
+    node = None
+    if experiment.path is not None:
+        try:
+            node = yaml.compose(experiment.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            node = None
+    raise SpecError(file, [(loc, _line(node, loc), message)])
+
+
 def parse_experiment(
     text: str, *, file: str = "<experiment>", path: Path | None = None
 ) -> Experiment:
@@ -202,7 +257,18 @@ def parse_experiment(
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, yaml.reader.ReaderError):  # a control character such as NUL
+            line = text[: e.position].count("\n") + 1
+            problem = f"character {e.character!r} is not allowed in YAML"
+        problem = " ".join(problem.split())  # one line
+        if "constructor" in problem:  # e.g. !!python/object: the safe loader refuses it
+            problem += "; only plain YAML data is allowed (no Python objects)"
         raise SpecError(file, [((), line, f"invalid YAML: {problem}")]) from None
+    except RecursionError:
+        raise SpecError(file, [((), None, "invalid YAML: nested too deeply")]) from None
+    duplicates = _duplicate_keys(node, ())
+    if duplicates:
+        raise SpecError(file, duplicates)
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else type(raw).__name__
         raise SpecError(file, [((), 1, f"the file must be a YAML mapping, got {kind}")])
@@ -220,6 +286,10 @@ def parse_experiment(
         problems += _scenario_problems(spec)
         if spec.model.name not in MODELS:
             problems.append((("model", "name"), _unknown("model", spec.model.name, MODELS)))
+        if len(spec.model.hidden) > 1000 or max(spec.model.hidden) > MAX_WIDTH:
+            shown = _clip(str(spec.model.hidden))
+            msg = f"at most 1000 layers of at most {MAX_WIDTH:,} units, got {shown}"
+            problems.append((("model", "hidden"), msg))
         for i, g in enumerate(groups):
             if g in groups[:i]:
                 label = "+".join(s.name for s in g)
@@ -266,7 +336,10 @@ def _parse_strategies(
             if spec is not None:
                 group.append(spec)
         names = [s.name for s in group]
-        if len(set(names)) != len(names):
+        if len(names) > 1 and any(n.startswith("avalanche.") for n in names):
+            msg = f"an Avalanche strategy runs its own loop and cannot be composed: {names}"
+            problems.append((("strategies", i), msg))
+        elif len(set(names)) != len(names):
             problems.append((("strategies", i), f"a strategy appears twice in {names}"))
         elif len(group) == len(items):
             groups.append(tuple(group))
@@ -296,6 +369,12 @@ def _parse_one_strategy(
             )
         )
         return None
+    if name.startswith("avalanche."):  # Avalanche's own strategy (platform/avalanche_learner.py)
+        from lifelong.platform.avalanche_learner import check_params
+
+        checked, found = check_params(name, params)
+        problems.extend(((*loc, *sub), msg) for sub, msg in found)
+        return None if found else StrategySpec(name=name, params=checked)
     if name not in STRATEGIES:
         problems.append((loc, _unknown("strategy", name, STRATEGIES)))
         return None
@@ -304,7 +383,20 @@ def _parse_one_strategy(
     except ValidationError as e:
         problems.extend(_pydantic_problems(e, (*loc, name)))
         return None
-    return StrategySpec(name=name, params=config.model_dump(by_alias=True))
+    params = config.model_dump(by_alias=True)
+    bad = [(k, v) for k, v in params.items() if not _plain_number(v)]
+    for k, v in bad:
+        problems.append(((*loc, name, k), f"must be a finite number of sane size, got {v!r}"))
+    return None if bad else StrategySpec(name=name, params=params)
+
+
+def _plain_number(value: Any) -> bool:
+    """False for NaN, infinities and integers beyond 64 bits (other values: True)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    return True
 
 
 def _scenario_problems(spec: ExperimentSpec) -> list[tuple[Loc, str]]:
@@ -317,12 +409,12 @@ def _scenario_problems(spec: ExperimentSpec) -> list[tuple[Loc, str]]:
     try:
         check_scenario(spec.scenario)
     except ScenarioError as e:
-        return [(("scenario", *e.field.split(".")), str(e))]
+        return [(("scenario", *e.field.split(".")), e.message)]
     return []
 
 
 def _unknown(kind: str, name: object, known: Iterable[str]) -> str:
-    return f"unknown {kind} {name!r}; known: {', '.join(known)}"
+    return f"unknown {kind} {_clip(repr(name))}; known: {', '.join(known)}"
 
 
 def _pydantic_problems(e: ValidationError, prefix: Loc) -> list[tuple[Loc, str]]:
@@ -336,6 +428,28 @@ def _pydantic_problems(e: ValidationError, prefix: Loc) -> list[tuple[Loc, str]]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         out.append((loc, msg))
+    return out
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: Loc) -> list[tuple[Loc, int | None, str]]:
+    """A key given twice in one mapping (YAML keeps the last one silently): one problem each."""
+    out: list[tuple[Loc, int | None, str]] = []
+    stack: list[tuple[yaml.Node | None, Loc]] = [(node, loc)]
+    while stack:  # iterative: deep nesting must not exhaust the call stack
+        current, where = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key, value in current.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                line = key.start_mark.line + 1
+                if name is not None and name in seen and key.tag != "tag:yaml.org,2002:merge":
+                    msg = f"duplicate key (first given at line {seen[name]})"
+                    out.append(((*where, name), line, msg))
+                elif name is not None:
+                    seen[name] = line
+                stack.append((value, (*where, name if name is not None else "?")))
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((v, (*where, i)) for i, v in enumerate(current.value))
     return out
 
 

@@ -1,20 +1,116 @@
-"""The end-of-sweep summary: per strategy, mean ± std over seeds of the final metrics."""
+"""Strategy summaries: per strategy, mean ± std over seeds of the final metrics, compared.
+
+One code path serves the end of ``lifelong run`` (from the trials' outcomes in
+memory), the sweep's parent run in MLflow (``summary.csv``, ``summary.md``, the
+table artifact ``summary_table.json`` and the figures) and ``lifelong compare``
+(from runs read back from MLflow). Trials become :class:`TrialRecord` objects;
+:func:`summarize` aggregates them per strategy label; :func:`compare_rows` ranks
+the strategies, marks the best per column and which differences from the best
+lie within seed noise; the ``render_*`` functions write the result.
+
+Statistics: the mean and the sample standard deviation (``ddof=1``; undefined,
+shown as ``—``, for a single seed) over the finished trials of a strategy.
+Whether a strategy differs from the best one in a column is a two-sided t-test
+over seeds at level :data:`ALPHA`: *paired* (:func:`scipy.stats.ttest_rel`) on
+the seeds both strategies finished when they share at least two, else *Welch's*
+unequal-variance test (:func:`scipy.stats.ttest_ind` with ``equal_var=False``).
+A strategy whose p-value is at least ``alpha`` is "within seed noise" of the best.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.table import Table
 
-from lifelong.platform.tracking import TrialOutcome
+from lifelong.platform import metrics as M
 
-SUMMARY_METRICS: tuple[str, ...] = ("acc/avg", "forgetting/avg", "bwt", "plasticity/avg")
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from lifelong.platform.tracking import TrialOutcome
+
+SUMMARY_METRICS: tuple[str, ...] = ("acc/avg", "forgetting/avg", "bwt", "fwt", "plasticity/avg")
 """Final metrics shown per strategy (forgetting: Chaudhry et al. 2018, max-based).
 
 ``plasticity/fresh_avg`` is added where trials measured it (``plasticity_baseline``).
 """
+
+OPTIONAL_METRICS: tuple[str, ...] = ("plasticity/fresh_avg",)
+"""Shown as a column when at least one strategy's trials measured it."""
+
+ALPHA = 0.05
+"""Default significance level of the tests against the best strategy."""
+
+LOWER_IS_BETTER_PREFIXES: tuple[str, ...] = ("forgetting", "loss")
+"""Metrics whose names start with one of these rank ascending; all others descending."""
+
+PAIRED = "paired t-test (scipy.stats.ttest_rel) over shared seeds"
+WELCH = "Welch's t-test (scipy.stats.ttest_ind, equal_var=False)"
+
+ARTIFACT_CSV = "summary.csv"
+ARTIFACT_MD = "summary.md"
+ARTIFACT_TABLE = "summary_table.json"
+ARTIFACT_FIGURES = "figures"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the summary sees it, whether from memory or read back from MLflow.
+
+    ``final`` holds the final metrics (``acc/avg``, ``fwt``, ...); ``curve`` the
+    average accuracy after each experience (``acc/avg`` at step ``i``);
+    ``final_acc`` the accuracy on each experience after the last one (the last
+    row of the accuracy matrix). Both are empty when unknown.
+    """
+
+    label: str
+    seed: int
+    status: str
+    final: Mapping[str, float] = field(default_factory=dict)
+    curve: tuple[float, ...] = ()
+    final_acc: tuple[float, ...] = ()
+    scenario: str = ""
+    sweep: str = ""
+    run_id: str = ""
+    error: str | None = None
+
+
+def record_from_outcome(outcome: TrialOutcome, scenario: str = "", sweep: str = "") -> TrialRecord:
+    """The :class:`TrialRecord` of an in-memory trial outcome (see ``tracking``)."""
+    curve: tuple[float, ...] = ()
+    final_acc: tuple[float, ...] = ()
+    R = outcome.R
+    if R is not None and np.isfinite(R).all():
+        curve = tuple(M.average_accuracy(R, i) for i in range(R.shape[0]))
+        final_acc = tuple(float(v) for v in R[-1])
+    return TrialRecord(
+        label=outcome.trial.label,
+        seed=outcome.trial.seed,
+        status=outcome.status,
+        final=dict(outcome.final),
+        curve=curve,
+        final_acc=final_acc,
+        scenario=scenario,
+        sweep=sweep,
+        run_id=outcome.run_id,
+        error=outcome.error,
+    )
+
+
+def _as_records(items: Iterable[TrialRecord | TrialOutcome]) -> list[TrialRecord]:
+    return [i if isinstance(i, TrialRecord) else record_from_outcome(i) for i in items]
 
 
 @dataclass(frozen=True)
@@ -22,7 +118,8 @@ class StrategySummary:
     """Final metrics of one strategy over its seeds.
 
     ``mean`` and ``std`` map metric names to the mean and the sample standard
-    deviation (ddof=1; 0 for a single seed) over the finished trials.
+    deviation (ddof=1; ``nan`` for a single seed) over the finished trials;
+    ``values`` maps each metric to its per-seed values (seed -> value).
     """
 
     label: str
@@ -30,44 +127,393 @@ class StrategySummary:
     failed: tuple[str, ...]
     mean: dict[str, float]
     std: dict[str, float]
+    values: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds of the finished trials, sorted."""
+        return tuple(sorted({s for v in self.values.values() for s in v}))
 
 
 def summarize(
-    outcomes: Sequence[TrialOutcome], metrics: Sequence[str] = SUMMARY_METRICS
+    items: Iterable[TrialRecord | TrialOutcome], metrics: Sequence[str] = SUMMARY_METRICS
 ) -> list[StrategySummary]:
-    """Group trial outcomes by strategy label (first-seen order) and aggregate over seeds."""
-    labels = list(dict.fromkeys(o.trial.label for o in outcomes))
+    """Group trials by strategy label (first-seen order) and aggregate over seeds.
+
+    Only FINISHED trials count; the others are listed in ``failed``. The
+    metrics of :data:`OPTIONAL_METRICS` are added for a strategy whose finished
+    trials all measured them. A metric a trial did not log is left out of its
+    values (a column then shows ``—`` where no trial has it).
+    """
+    records = _as_records(items)
+    labels = list(dict.fromkeys(r.label for r in records))
     rows = []
     for label in labels:
-        mine = [o for o in outcomes if o.trial.label == label]
-        done = [o for o in mine if o.status == "FINISHED"]
-        failed = tuple(f"seed {o.trial.seed}: {o.error}" for o in mine if o.status != "FINISHED")
-        mean, std = {}, {}
-        if done and all("plasticity/fresh_avg" in o.final for o in done):
-            metrics = (*metrics, "plasticity/fresh_avg")
-        for m in metrics:
-            values = np.array([o.final[m] for o in done], dtype=float)
-            mean[m] = float(values.mean()) if len(values) else float("nan")
-            std[m] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        rows.append(StrategySummary(label, len(done), failed, mean, std))
+        mine = [r for r in records if r.label == label]
+        done = [r for r in mine if r.status == "FINISHED"]
+        failed = tuple(
+            f"seed {r.seed}: {r.error or r.status}" for r in mine if r.status != "FINISHED"
+        )
+        wanted = list(metrics)
+        for m in OPTIONAL_METRICS:
+            if m not in wanted and done and all(m in r.final for r in done):
+                wanted.append(m)
+        mean, std, values = {}, {}, {}
+        for m in wanted:
+            per_seed = {r.seed: float(r.final[m]) for r in done if m in r.final}
+            finite = np.array([v for v in per_seed.values() if math.isfinite(v)], dtype=float)
+            values[m] = per_seed
+            mean[m] = float(finite.mean()) if len(finite) else float("nan")
+            std[m] = float(finite.std(ddof=1)) if len(finite) > 1 else float("nan")
+        rows.append(StrategySummary(label, len(done), failed, mean, std, values))
     return rows
 
 
-def summary_table(rows: Sequence[StrategySummary], title: str = "") -> Table:
-    """A rich table: strategy, seeds finished, then ``mean ± std`` per metric."""
-    table = Table(title=title or None, title_justify="left")
+# ----------------------------------------------------------------- comparing
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of ``metric`` are better (forgetting, losses)."""
+    return metric.startswith(LOWER_IS_BETTER_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One cell's standing against the column's best strategy.
+
+    ``p`` is the two-sided p-value of ``test`` (``"paired"`` or ``"welch"``)
+    against the best, ``None`` for the best itself or when there are too few
+    seeds to test; ``within_noise`` is ``p >= alpha`` (``None`` when untested).
+    """
+
+    best: bool = False
+    p: float | None = None
+    test: str | None = None
+    within_noise: bool | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Strategies ranked by ``metric`` with every cell marked against its column's best."""
+
+    rows: list[StrategySummary]
+    columns: list[str]
+    metric: str
+    alpha: float
+    marks: dict[tuple[str, str], Mark]
+
+    def rank(self, label: str) -> int:
+        """1-based rank of ``label`` (rows are in rank order)."""
+        return [r.label for r in self.rows].index(label) + 1
+
+
+def _test(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, str] | None:
+    """Two-sided p-value of a against b: paired on >= 2 shared seeds, else Welch."""
+    from scipy import stats
+
+    a = {s: v for s, v in a.items() if math.isfinite(v)}
+    b = {s: v for s, v in b.items() if math.isfinite(v)}
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2:
+        x = np.array([a[s] for s in shared])
+        y = np.array([b[s] for s in shared])
+        if np.allclose(x - y, (x - y)[0], rtol=0, atol=1e-12):  # no spread: t undefined
+            return (1.0 if abs(x[0] - y[0]) <= 1e-12 else 0.0), "paired"
+        return float(stats.ttest_rel(x, y).pvalue), "paired"
+    if len(a) >= 2 and len(b) >= 2:
+        x, y = np.array(list(a.values())), np.array(list(b.values()))
+        if np.ptp(x) <= 1e-12 and np.ptp(y) <= 1e-12:
+            return (1.0 if abs(x.mean() - y.mean()) <= 1e-12 else 0.0), "welch"
+        return float(stats.ttest_ind(x, y, equal_var=False).pvalue), "welch"
+    return None
+
+
+def columns_for(rows: Sequence[StrategySummary], extra: Sequence[str] = ()) -> list[str]:
+    """The summary metrics, the optional ones some row has, then ``extra``."""
+    cols = list(SUMMARY_METRICS)
+    cols += [m for m in OPTIONAL_METRICS if any(m in r.mean for r in rows)]
+    cols += [m for m in extra if m not in cols]
+    return cols
+
+
+def compare_rows(
+    rows: Sequence[StrategySummary],
+    metric: str = "acc/avg",
+    alpha: float = ALPHA,
+    columns: Sequence[str] | None = None,
+) -> Comparison:
+    """Rank ``rows`` by ``metric`` and mark, per column, the best and its seed-noise ties."""
+    cols = list(columns) if columns is not None else columns_for(rows, [metric])
+
+    def key(r: StrategySummary) -> tuple[bool, float]:
+        v = r.mean.get(metric, float("nan"))
+        if not math.isfinite(v):
+            return (True, 0.0)
+        return (False, v if lower_is_better(metric) else -v)
+
+    ranked = sorted(rows, key=key)  # stable: ties keep first-seen order
+    marks: dict[tuple[str, str], Mark] = {}
+    for m in cols:
+        have = [r for r in ranked if math.isfinite(r.mean.get(m, float("nan")))]
+        if not have:
+            continue
+        pick = min if lower_is_better(m) else max
+        best = pick(have, key=lambda r, m=m: r.mean[m])
+        for r in have:
+            if r is best:
+                marks[(r.label, m)] = Mark(best=True)
+                continue
+            result = _test(r.values.get(m, {}), best.values.get(m, {}))
+            if result is None:
+                marks[(r.label, m)] = Mark()
+            else:
+                p, test = result
+                marks[(r.label, m)] = Mark(p=p, test=test, within_noise=p >= alpha)
+    return Comparison(list(ranked), cols, metric, alpha, marks)
+
+
+def method_note(comparison: Comparison) -> str:
+    """One paragraph saying what the numbers and marks mean (test and alpha included)."""
+    used = {mk.test for mk in comparison.marks.values() if mk.test}
+    tests = []
+    if "paired" in used or not used:
+        tests.append(PAIRED)
+    if "welch" in used:
+        tests.append(WELCH + " where strategies share fewer than 2 seeds")
+    direction = "lower" if lower_is_better(comparison.metric) else "higher"
+    return (
+        f"Ranked by {comparison.metric} ({direction} is better). Cells: mean ± sample std "
+        f"(ddof=1) over seeds of the final value. ★ best in its column; ≈ within seed noise "
+        f"of the best: two-sided {' / '.join(tests)}, p >= alpha = {comparison.alpha:g}. "
+        f"forgetting/avg is Chaudhry et al.'s max-based average forgetting."
+    )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else "—"
+
+
+def cell_text(comparison: Comparison, row: StrategySummary, metric: str) -> str:
+    """``mean ± std`` followed by ★ (best) or ≈ (within seed noise of the best)."""
+    mean = row.mean.get(metric, float("nan"))
+    if not math.isfinite(mean):
+        return "—"
+    text = f"{_fmt(mean)} ± {_fmt(row.std.get(metric, float('nan')))}"
+    mark = comparison.marks.get((row.label, metric), Mark())
+    if mark.best:
+        text += " ★"
+    elif mark.within_noise:
+        text += " ≈"
+    return text
+
+
+def _seeds_text(row: StrategySummary) -> str:
+    return f"{row.n_finished}" + (f" ({len(row.failed)} failed)" if row.failed else "")
+
+
+def _p_text(comparison: Comparison, row: StrategySummary) -> str:
+    mark = comparison.marks.get((row.label, comparison.metric))
+    if mark is None:
+        return "—"
+    if mark.best:
+        return "best"
+    if mark.p is None:
+        return "n/a"
+    return f"{mark.p:.3g} ({mark.test})"
+
+
+def render_table(comparison: Comparison, title: str = "") -> Table:
+    """A rich table: rank, strategy, seeds, ``mean ± std`` per metric, p vs the best."""
+    table = Table(title=title or None, title_justify="left", caption_justify="left")
+    table.add_column("#", justify="right")
     table.add_column("strategy", style="bold")
     table.add_column("seeds", justify="right")
-    columns = list(SUMMARY_METRICS)
-    if any("plasticity/fresh_avg" in r.mean for r in rows):
-        columns.append("plasticity/fresh_avg")
-    for m in columns:
+    for m in comparison.columns:
         table.add_column(m, justify="right")
-    for r in rows:
-        cells = [
-            f"{r.mean[m]:.3f} ± {r.std[m]:.3f}" if r.n_finished and m in r.mean else "—"
-            for m in columns
-        ]
-        seeds = f"{r.n_finished}" + (f" ({len(r.failed)} failed)" if r.failed else "")
-        table.add_row(r.label, seeds, *cells)
+    table.add_column(f"p vs best ({comparison.metric})", justify="right")
+    for i, r in enumerate(comparison.rows, 1):
+        cells = []
+        for m in comparison.columns:
+            text = cell_text(comparison, r, m)
+            mark = comparison.marks.get((r.label, m), Mark())
+            style = "bold green" if mark.best else ("green" if mark.within_noise else "")
+            cells.append(f"[{style}]{text}[/]" if style else text)
+        table.add_row(str(i), r.label, _seeds_text(r), *cells, _p_text(comparison, r))
+    table.caption = method_note(comparison)
     return table
+
+
+def summary_table(rows: Sequence[StrategySummary], title: str = "") -> Table:
+    """The end-of-``run`` table: the rows ranked by ``acc/avg`` (see :func:`render_table`)."""
+    return render_table(compare_rows(rows), title)
+
+
+def render_markdown(comparison: Comparison, title: str = "") -> str:
+    """The comparison as a Markdown table with the method note below it."""
+    head = ["#", "strategy", "seeds", *comparison.columns, f"p vs best ({comparison.metric})"]
+    lines = [f"## {title}", ""] if title else []
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---:" if h != "strategy" else "---" for h in head) + "|")
+    for i, r in enumerate(comparison.rows, 1):
+        cells = [cell_text(comparison, r, m) for m in comparison.columns]
+        row = [str(i), r.label.replace("|", "\\|"), _seeds_text(r), *cells]
+        lines.append("| " + " | ".join([*row, _p_text(comparison, r)]) + " |")
+    lines += ["", method_note(comparison), ""]
+    return "\n".join(lines)
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def to_records(comparison: Comparison) -> list[dict[str, Any]]:
+    """One plain dict per strategy (rank order): numbers, marks and per-seed values."""
+    out = []
+    for i, r in enumerate(comparison.rows, 1):
+        cols: dict[str, Any] = {}
+        for m in comparison.columns:
+            mark = comparison.marks.get((r.label, m), Mark())
+            cols[m] = {
+                "mean": _num(r.mean.get(m)),
+                "std": _num(r.std.get(m)),
+                "n": len([v for v in r.values.get(m, {}).values() if math.isfinite(v)]),
+                "best": mark.best,
+                "p_vs_best": mark.p,
+                "test": mark.test,
+                "within_noise": mark.within_noise,
+                "values": {str(s): _num(v) for s, v in sorted(r.values.get(m, {}).items())},
+            }
+        out.append(
+            {
+                "rank": i,
+                "strategy": r.label,
+                "n_finished": r.n_finished,
+                "seeds": list(r.seeds),
+                "failed": list(r.failed),
+                "metrics": cols,
+            }
+        )
+    return out
+
+
+def render_json(comparison: Comparison, sources: Sequence[str] = ()) -> str:
+    """The comparison as JSON: ranking metric, test, alpha, sources and one entry per row."""
+    doc = {
+        "metric": comparison.metric,
+        "lower_is_better": lower_is_better(comparison.metric),
+        "alpha": comparison.alpha,
+        "test": {"paired": PAIRED, "welch": WELCH},
+        "note": method_note(comparison),
+        "sources": list(sources),
+        "columns": comparison.columns,
+        "strategies": to_records(comparison),
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_csv(comparison: Comparison) -> str:
+    """The comparison as CSV: one row per strategy; per metric its mean, std, n, marks, p."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    head = ["rank", "strategy", "n_finished", "n_failed"]
+    for m in comparison.columns:
+        head += [f"{m}:mean", f"{m}:std", f"{m}:n", f"{m}:best", f"{m}:within_noise"]
+        head += [f"{m}:p_vs_best"]
+    writer.writerow(head)
+    for rec, r in zip(to_records(comparison), comparison.rows, strict=True):
+        line: list[Any] = [rec["rank"], r.label, r.n_finished, len(r.failed)]
+        for m in comparison.columns:
+            c = rec["metrics"][m]
+            line += [
+                "" if c["mean"] is None else repr(c["mean"]),
+                "" if c["std"] is None else repr(c["std"]),
+                c["n"],
+                c["best"],
+                "" if c["within_noise"] is None else c["within_noise"],
+                "" if c["p_vs_best"] is None else repr(c["p_vs_best"]),
+            ]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def table_data(comparison: Comparison) -> dict[str, list[Any]]:
+    """Column-oriented numbers for :meth:`MlflowClient.log_table` (one row per strategy)."""
+    data: dict[str, list[Any]] = {
+        "rank": list(range(1, len(comparison.rows) + 1)),
+        "strategy": [r.label for r in comparison.rows],
+        "seeds": [r.n_finished for r in comparison.rows],
+    }
+    for m in comparison.columns:
+        data[f"{m} mean"] = [_num(r.mean.get(m)) for r in comparison.rows]
+        data[f"{m} std"] = [_num(r.std.get(m)) for r in comparison.rows]
+    return data
+
+
+# ------------------------------------------------------------ the parent run
+def write_summary(
+    records: Sequence[TrialRecord],
+    out_dir: str | Path,
+    *,
+    title: str = "",
+    metric: str = "acc/avg",
+    alpha: float = ALPHA,
+) -> tuple[Comparison, list[Path]]:
+    """Write ``summary.csv``, ``summary.md`` and the figures under ``out_dir``."""
+    from lifelong.platform.figures import write_figures
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = compare_rows(summarize(records), metric, alpha)
+    (out / ARTIFACT_CSV).write_text(render_csv(comparison), encoding="utf-8")
+    (out / ARTIFACT_MD).write_text(render_markdown(comparison, title), encoding="utf-8")
+    figures = write_figures(records, out / ARTIFACT_FIGURES, title=title)
+    return comparison, [out / ARTIFACT_CSV, out / ARTIFACT_MD, *figures]
+
+
+def log_sweep_summary(
+    client: MlflowClient,
+    run_id: str,
+    records: Sequence[TrialRecord | TrialOutcome],
+    *,
+    title: str = "",
+) -> Comparison | None:
+    """Log the sweep's summary to its parent run ``run_id``; ``None`` if no trial finished.
+
+    Artifacts: ``summary.csv``, ``summary.md``, ``figures/*.png`` and the MLflow
+    table ``summary_table.json`` (:meth:`MlflowClient.log_table`). Logging it
+    again (a resumed sweep) replaces the files instead of appending rows.
+    ``title`` defaults to ``"<experiment> sweep <sweep id>"``. A failure to
+    write the summary is logged as a warning and as the parent run's tag
+    ``lifelong.summary_error``; it never stops the sweep from being closed.
+    """
+    recs = _as_records(records)
+    if not any(r.status == "FINISHED" for r in recs):
+        return None
+    try:
+        if not title:
+            parent = client.get_run(run_id)
+            name = client.get_experiment(parent.info.experiment_id).name
+            title = f"{name} sweep {parent.data.tags.get('sweep', run_id)}"
+        return _log_summary(client, run_id, recs, title)
+    except Exception as e:  # the sweep's own results are logged already; keep them usable
+        logging.getLogger(__name__).warning("could not log the sweep summary: %s", e)
+        with contextlib.suppress(Exception):  # the store itself may be what failed
+            client.set_tag(run_id, "lifelong.summary_error", f"{type(e).__name__}: {e}"[:5000])
+        return None
+
+
+def _log_summary(
+    client: MlflowClient, run_id: str, recs: Sequence[TrialRecord], title: str
+) -> Comparison:
+    with tempfile.TemporaryDirectory() as d:
+        comparison, _ = write_summary(recs, d, title=title)
+        client.log_artifacts(run_id, d)
+        data = table_data(comparison)
+        existing = {a.path for a in client.list_artifacts(run_id)}
+        if ARTIFACT_TABLE in existing:  # log_table would append: write the same format
+            import pandas as pd
+
+            path = Path(d) / ARTIFACT_TABLE
+            pd.DataFrame(data).to_json(path, orient="split", index=False)
+            client.log_artifact(run_id, str(path))
+        else:
+            client.log_table(run_id, data=data, artifact_file=ARTIFACT_TABLE)
+    return comparison

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 
 from lifelong.platform import metrics
+from lifelong.platform.mlflow_io import ResilientClient
 from lifelong.platform.plots import accuracy_matrix_csv, accuracy_matrix_heatmap
 from lifelong.platform.spec import Experiment, TrialSpec
 
@@ -75,7 +75,7 @@ class SweepTracker:
     ) -> None:
         self.experiment = experiment
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = ResilientClient(self.tracking_uri, sweep=experiment_name or experiment.name)
         self.experiment_name = experiment_name or experiment.name
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
@@ -112,9 +112,60 @@ class SweepTracker:
         )
         return self.parent_run_id
 
+    def reopen(self, parent_run_id: str) -> str:
+        """Continue the sweep whose parent run is ``parent_run_id`` (``lifelong run --resume``).
+
+        Reads the trials' child runs back from MLflow: a finished run keeps its
+        status and final metrics (and R, rebuilt from its ``acc/exp_<j>`` history);
+        for every run the steps already logged are remembered, so a resumed trial
+        that reports them again logs nothing twice.
+        """
+        parent = self.client.get_run(parent_run_id)
+        self.experiment_id = parent.info.experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep_id = parent.data.tags.get("sweep", self.sweep_id)
+        self.client.update_run(parent_run_id, status="RUNNING")
+        trials = {t.trial_id: t for t in self.experiment.trials()}
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=50000,
+        )
+        for run in runs:
+            trial = trials.get(run.info.run_name or "")
+            if trial is None:
+                continue
+            outcome = TrialOutcome(trial, run.info.run_id, status=run.info.status)
+            outcome.node_id = run.data.tags.get("node_id")
+            outcome.error = run.data.tags.get("lifelong.error")
+            history = self.client.get_metric_history(run.info.run_id, "acc/avg")
+            outcome.logged_steps = {m.step for m in history}
+            if run.info.status == "FINISHED":
+                outcome.final = dict(run.data.metrics)
+                outcome.R = self._logged_matrix(run.info.run_id, run.data.metrics)
+            self.outcomes[trial.trial_id] = outcome
+        return parent_run_id
+
+    def _logged_matrix(self, run_id: str, latest: dict[str, float]) -> np.ndarray:
+        """R as logged: ``R[i, j]`` = ``acc/exp_<j>`` at step ``i``."""
+        cols = sorted(int(k.split("_")[-1]) for k in latest if k.startswith("acc/exp_"))
+        R = np.full((len(cols), len(cols)), np.nan)
+        for j in cols:
+            for m in self.client.get_metric_history(run_id, f"acc/exp_{j}"):
+                if 0 <= m.step < len(cols):
+                    R[m.step, j] = m.value
+        return R
+
     def finish(self, status: str = "FINISHED") -> None:
-        """Close the parent run with ``status`` (FINISHED, FAILED or KILLED)."""
+        """Log the sweep's summary to the parent run, then close it with ``status``.
+
+        ``status`` is FINISHED, FAILED or KILLED; the summary (tables and figures,
+        see :func:`lifelong.platform.summary.log_sweep_summary`) counts finished trials.
+        """
         if self.parent_run_id is not None:
+            from lifelong.platform.summary import log_sweep_summary
+
+            log_sweep_summary(self.client, self.parent_run_id, list(self.outcomes.values()))
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def abort(self, reason: str) -> None:
@@ -132,8 +183,9 @@ class SweepTracker:
         """Open the child run of ``trial`` (once; a retried trial keeps its run)."""
         if trial.trial_id in self.outcomes:
             outcome = self.outcomes[trial.trial_id]
-            outcome.status = "RUNNING"
-            self.client.update_run(outcome.run_id, status="RUNNING")
+            if outcome.status != "FINISHED":  # a finished run read back by reopen() stays so
+                outcome.status = "RUNNING"
+                self.client.update_run(outcome.run_id, status="RUNNING")
             return outcome
         assert self.parent_run_id is not None and self.experiment_id is not None
         spec = self.experiment.spec

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lifelong.scenarios import avalanche as _avalanche  # noqa: F401  (registers 'avalanche')
 from lifelong.scenarios.protocols import Transform, make_stream, stream_name
 from lifelong.scenarios.sources import (
     SOURCES,
@@ -92,6 +93,9 @@ def source_config(cfg: ScenarioConfig) -> BaseModel:
 def _checked_source(cfg: ScenarioConfig) -> Source:
     """Run :func:`check_scenario`'s checks and return the ready source object."""
     source = SOURCES.get(cfg.source)(source_config(cfg))
+    if getattr(source, "stream_source", False):  # brings its own experiences (avalanche)
+        source.check(cfg)  # type: ignore[attr-defined]
+        return source
     info = source.info()
     split = cfg.protocol in ("class_incremental", "task_incremental")
     if split and cfg.n_experiences > info.n_classes:
@@ -125,7 +129,9 @@ def validate_stream(stream: Stream) -> None:
     """Check the built data before training.
 
     Every experience must have training and test samples, finite inputs of the
-    stream's input shape, and labels in ``0..n_classes-1``.
+    stream's input shape, labels in ``0..n_classes-1`` and among the classes it
+    declares; the stream needs two classes or more (and so does each experience
+    of a domain-incremental stream, which shows every class each time).
 
     Raises:
         ScenarioError: (field ``source``) naming the experience index.
@@ -154,6 +160,21 @@ def validate_stream(stream: Stream) -> None:
                     "source",
                     f"{where} has labels in {lo}..{hi}, outside 0..{stream.n_classes - 1}",
                 )
+            present = torch.unique(y).tolist()
+            foreign = sorted(set(present) - set(e.classes))
+            if foreign:
+                raise ScenarioError(
+                    "source",
+                    f"{where} has labels {foreign[:10]} outside its declared classes "
+                    f"{list(e.classes)[:20]}",
+                )
+            one_class = stream.n_classes < 2 or stream.protocol == "domain_incremental"
+            if part == "train" and len(present) < 2 and one_class:
+                raise ScenarioError(
+                    "source",
+                    f"{where} holds one class only ({present[0]}): nothing to tell apart "
+                    f"(the stream has {stream.n_classes} class(es); protocol {stream.protocol})",
+                )
 
 
 def build_stream(cfg: ScenarioConfig) -> Stream:
@@ -164,6 +185,8 @@ def build_stream(cfg: ScenarioConfig) -> Stream:
         ScenarioError: see :func:`check_scenario` and :func:`validate_stream`.
     """
     source = _checked_source(cfg)
+    if getattr(source, "stream_source", False):
+        return source.stream(cfg)  # type: ignore[attr-defined]  (validated there)
     stream = make_stream(
         source.load(cfg.seed),
         protocol=cfg.protocol,

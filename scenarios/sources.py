@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from lifelong.platform._registry import Registry
@@ -119,6 +119,7 @@ class Source:
 SOURCES: Registry[type[Source]] = Registry("scenario source")
 
 _OPTIONS = ConfigDict(extra="forbid", frozen=True)
+_MAX_GENERATED_VALUES = 500_000_000  # 2 GB of float32: a bound on generated data
 
 
 def _rng(seed: int, purpose: int) -> np.random.Generator:
@@ -176,16 +177,34 @@ class GaussianSource(Source):
 
         model_config = _OPTIONS
 
-        n_classes: int = Field(10, ge=2, description="Number of classes.")
-        n_features: int = Field(20, ge=1, description="Dimension of one input vector.")
-        n_train_per_class: int = Field(200, ge=1, description="Training samples per class.")
-        n_test_per_class: int = Field(100, ge=1, description="Test samples per class.")
+        n_classes: int = Field(10, ge=2, le=100_000, description="Number of classes.")
+        n_features: int = Field(
+            20, ge=1, le=1_000_000, description="Dimension of one input vector."
+        )
+        n_train_per_class: int = Field(
+            200, ge=1, le=10_000_000, description="Training samples per class."
+        )
+        n_test_per_class: int = Field(
+            100, ge=1, le=10_000_000, description="Test samples per class."
+        )
         separation: float = Field(
             3.0,
             gt=0,
             allow_inf_nan=False,
             description="Scale of the class means in units of the noise std (which is 1).",
         )
+
+        @model_validator(mode="after")
+        def _fits_in_memory(self) -> GaussianSource.Config:
+            per_class = self.n_train_per_class + self.n_test_per_class
+            values = self.n_classes * per_class * self.n_features
+            if values > _MAX_GENERATED_VALUES:
+                raise ValueError(
+                    f"{self.n_classes} classes x {per_class} samples x {self.n_features} "
+                    f"features = {values:,} values, more than the {_MAX_GENERATED_VALUES:,} "
+                    "a generated source may hold"
+                )
+            return self
 
     config: Config
 

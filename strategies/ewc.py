@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from ._penalty import on_device, weighted_quadratic
+from ._penalty import FlatQuadratic, on_device
 from ._registry import register_strategy
 from .base import Batch, Context, Strategy, StrategyConfig
 
@@ -74,6 +74,8 @@ class EWC(Strategy):
         # each maps parameter name -> tensor.
         self.fishers: list[dict[str, Tensor]] = []
         self.anchors: list[dict[str, Tensor]] = []
+        # the pairs folded into one flat quadratic, keyed by the pairs it was built from
+        self._quadratic: tuple[tuple[Any, ...], FlatQuadratic] | None = None
 
     def on_experience_end(self, ctx: Context) -> None:
         """Estimate this experience's Fisher and anchor the current weights."""
@@ -108,15 +110,22 @@ class EWC(Strategy):
         return {"ewc": (self.config.lambda_ / 2) * self.quadratic(ctx.model)}
 
     def quadratic(self, model: nn.Module) -> Tensor:
-        """Return ``sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` (without lambda/2)."""
+        """Return ``sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` (without lambda/2).
+
+        The pairs are folded into one quadratic (:class:`FlatQuadratic`), rebuilt
+        only when the list of pairs changes: a step costs the same for any k.
+        """
         device = next(model.parameters()).device
         self.fishers = [on_device(f, device) for f in self.fishers]  # e.g. restored on the host
         self.anchors = [on_device(a, device) for a in self.anchors]
-        total = torch.zeros((), device=device)
-        for fisher, anchor in zip(self.fishers, self.anchors, strict=True):
-            if fisher:
-                total = total + weighted_quadratic(model, anchor, fisher)
-        return total
+        pairs = [(f, a) for f, a in zip(self.fishers, self.anchors, strict=True) if f]
+        if not pairs:
+            return torch.zeros((), device=device)
+        key = (len(pairs), device, *(id(f) for f, _ in pairs), *(id(a) for _, a in pairs))
+        if self._quadratic is None or self._quadratic[0] != key:
+            fold = FlatQuadratic([f for f, _ in pairs], [a for _, a in pairs])
+            self._quadratic = (key, fold)
+        return self._quadratic[1](model)
 
     def state_dict(self) -> dict[str, Any]:
         """Return ``{"fisher": [{name: F_k}], "anchor": [{name: theta*_k}]}``, one entry per k."""
@@ -142,6 +151,7 @@ def empirical_fisher(
     *,
     task_id: int = 0,
     batch_size: int = 256,
+    method: Literal["auto", "vmap"] = "auto",
 ) -> dict[str, Tensor]:
     """Return the diagonal empirical Fisher of ``model`` on ``(x, y)``, by parameter name.
 
@@ -149,7 +159,22 @@ def empirical_fisher(
     parameters, from per-sample gradients (``vmap(grad(...))`` over chunks of
     ``batch_size`` samples). The model runs in eval mode (no dropout, batch-norm
     running statistics); its modes are restored afterwards.
+
+    ``method="auto"`` first tries :func:`linear_fisher`, the same quantity in closed
+    form when every trainable parameter belongs to an ``nn.Linear`` applied once
+    to 2-D inputs (the MLPs): no per-sample gradient is materialised. Otherwise,
+    or with ``method="vmap"``, per-sample gradients come from ``torch.func``.
     """
+    modes = [(m, m.training) for m in model.modules()]
+    if method == "auto":
+        model.eval()
+        try:
+            fast = linear_fisher(model, x, y, task_id=task_id, batch_size=batch_size)
+        finally:
+            for m, training in modes:
+                m.training = training
+        if fast is not None:
+            return fast
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
 
@@ -159,7 +184,6 @@ def empirical_fisher(
 
     per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         for start in range(0, len(y), batch_size):
@@ -169,4 +193,65 @@ def empirical_fisher(
     finally:
         for m, training in modes:
             m.training = training
+    return {n: f / max(len(y), 1) for n, f in fisher.items()}
+
+
+def linear_fisher(
+    model: nn.Module, x: Tensor, y: Tensor, *, task_id: int = 0, batch_size: int = 256
+) -> dict[str, Tensor] | None:
+    """The diagonal empirical Fisher in closed form for models made of ``nn.Linear`` layers.
+
+    For a linear layer ``z_n = W a_n + b`` the per-sample gradient is
+    ``dW_n = delta_n a_n^T`` with ``delta_n = dCE_n/dz_n``, so
+    ``sum_n dW_n^2 = (delta^2)^T (a^2)`` and ``sum_n db_n^2 = sum_n delta_n^2``:
+    one forward and one backward of the summed loss per chunk, and a matrix
+    product per layer. Exact when samples do not interact (eval mode) and each
+    layer is applied once to ``(N, features)`` inputs; returns ``None`` (use
+    :func:`empirical_fisher`'s ``vmap`` path) when the model is not of that kind.
+    The model's ``.grad`` fields are left untouched.
+    """
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    covered = {
+        f"{n}.{k}" if n else k
+        for n, m in linears
+        for k, p in m.named_parameters(recurse=False)
+        if p.requires_grad
+    }
+    if not trainable or covered != trainable:
+        return None
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if n in trainable}
+    calls: dict[str, list[tuple[Tensor, Tensor]]] = {}
+
+    def recorder(name: str) -> Any:
+        def hook(_: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            calls.setdefault(name, []).append((inputs[0].detach(), out))
+
+        return hook
+
+    handles = [m.register_forward_hook(recorder(n)) for n, m in linears]
+    try:
+        for start in range(0, len(y), batch_size):
+            calls.clear()
+            xc, yc = x[start : start + batch_size], y[start : start + batch_size]
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(xc, task_id=task_id), yc, reduction="sum")
+                if any(len(c) != 1 or c[0][0].dim() != 2 for c in calls.values()):
+                    return None  # a layer applied twice, or to sequences: not per-sample
+                names = [n for n, _ in linears if n in calls]
+                outs = [calls[n][0][1] for n in names]
+                deltas = torch.autograd.grad(loss, outs, allow_unused=True)
+            with torch.no_grad():
+                for n, delta in zip(names, deltas, strict=True):
+                    if delta is None:
+                        continue
+                    a2, d2 = calls[n][0][0].square(), delta.square()
+                    prefix = f"{n}." if n else ""
+                    if prefix + "weight" in fisher:
+                        fisher[prefix + "weight"].addmm_(d2.T, a2)
+                    if prefix + "bias" in fisher:
+                        fisher[prefix + "bias"].add_(d2.sum(0))
+    finally:
+        for h in handles:
+            h.remove()
     return {n: f / max(len(y), 1) for n, f in fisher.items()}

@@ -88,6 +88,8 @@ class Spectral(Strategy):
     def sigma_max(self, name: str, weight: Tensor) -> Tensor:
         """Return ``u^T W v`` after ``power_iterations`` steps on layer ``name`` (grad to W)."""
         w = weight.flatten(1)
+        if not torch.is_autocast_enabled(w.device.type):  # skip the context's cost per step
+            return self._sigma_max(name, w)
         with torch.autocast(w.device.type, enabled=False):  # estimate in the weights' precision
             return self._sigma_max(name, w)
 
@@ -110,7 +112,7 @@ class Spectral(Strategy):
         for _ in range(steps):
             v = F.normalize(torch.mv(w.t(), u), dim=0, eps=1e-12)
             u = F.normalize(torch.mv(w, v), dim=0, eps=1e-12)
-        self.u[name], self.v[name] = u.detach().clone(), v.detach().clone()
+        self.u[name], self.v[name] = u.detach(), v.detach()  # fresh tensors: no copy needed
 
     def metrics(self) -> dict[str, float]:
         """The current ``sigma_max`` estimate per layer, keyed ``sigma_max/<layer name>``."""

@@ -1,0 +1,210 @@
+"""Sweep throughput: 16 trials on the local Ray instance vs. the same trials one after another.
+
+Part 1, parallel efficiency. The same 16 trials (naive, l2, ewc, si x 4 seeds on
+Permuted MNIST-1D, 10 experiences) run
+
+- sequentially in this process, one thread: ``Learner(...).fit()`` per trial
+  (the training and evaluation work, nothing else), total ``T_seq``;
+- as a sweep on a local Ray instance with 2 CPUs (``run_sweep``: Ray Tune, one
+  CPU per trial, the stream in the object store, checkpoints after every
+  experience, every metric logged to a fresh MLflow SQLite store), total
+  ``T_sweep`` (Ray start excluded, reported apart).
+
+Parallel efficiency = ``T_seq / (2 * T_sweep)`` (1.0: two trials at a time
+with no overhead). The issue's target: >= 80% where trials last >= 10 s.
+
+Part 2, fixed cost per trial: the same sweep with trials that do almost no
+work (1 experience of 16 samples), divided per trial, next to its parts
+measured directly: Ray start (once per sweep), learner set-up (building the
+model, moving the stream to the device) and MLflow logging through lifelong's
+``SweepTracker`` (one run, params, a metric batch per experience, the matrix
+CSV and PNG artifacts).
+
+    python benchmarks/sweep_throughput.py            # trials of >= 10 s (about 6 min)
+    python benchmarks/sweep_throughput.py --quick    # short trials (about 1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+import yaml
+from rich.console import Console
+
+from lifelong.cluster.sweep import run_sweep
+from lifelong.cluster.trial import build_learner
+from lifelong.platform.learner import Learner
+from lifelong.platform.spec import Experiment, parse_experiment
+from lifelong.platform.tracking import SweepTracker
+from lifelong.scenarios import Stream, build_stream
+
+STRATEGIES = ["naive", {"l2": {"lambda": 1.0}}, {"ewc": {"lambda": 10.0}}, "si"]
+
+
+def experiment(epochs: int, tiny: bool = False) -> Experiment:
+    """The 16-trial experiment (4 strategies x 4 seeds); ``tiny``: almost no work."""
+    scenario = (
+        {"source": "gaussian", "n_experiences": 1,
+         "options": {"n_classes": 2, "n_train_per_class": 8, "n_test_per_class": 4}}
+        if tiny
+        else {"source": "mnist1d", "protocol": "domain_incremental", "n_experiences": 10}
+    )  # fmt: skip
+    spec = {
+        "name": "throughput",
+        "seeds": 4,
+        "scenario": scenario,
+        "model": {"hidden": [256, 256]},
+        "training": {"epochs": 1 if tiny else epochs, "batch_size": 32, "lr": 0.05,
+                     "accelerator": "cpu"},
+        "strategies": STRATEGIES,
+        "resources": {"cpu": 1},
+    }  # fmt: skip
+    return parse_experiment(yaml.safe_dump(spec), file="throughput.yaml")
+
+
+def sequential(exp: Experiment, stream: Stream) -> tuple[float, list[float]]:
+    """Every trial's ``fit()`` one after another in this process; total and per-trial times."""
+    times = []
+    for trial in exp.trials():
+        config = {
+            "trial": trial.to_dict(),
+            "model": exp.spec.model.model_dump(mode="json"),
+            "training": exp.spec.training.model_dump(mode="json"),
+        }
+        t = time.perf_counter()
+        build_learner(config, stream).fit()
+        times.append(time.perf_counter() - t)
+    return sum(times), times
+
+
+def start_ray(tmp: Path) -> float:
+    """Start a local 2-CPU Ray instance (temp dir under ``tmp``); return the seconds it took."""
+    t = time.perf_counter()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=str(tmp),
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    return time.perf_counter() - t
+
+
+def sweep(exp: Experiment, stream: Stream, tmp: Path, tag: str) -> float:
+    """Run the experiment as a Ray Tune sweep logging to a fresh SQLite store; wall seconds."""
+    tracker = SweepTracker(exp, f"sqlite:///{tmp / (tag + '.db')}", experiment_name=tag)
+    t = time.perf_counter()
+    outcomes = run_sweep(
+        exp, stream, tracker, storage_path=tmp / f"ray_{tag}", console=Console(quiet=True)
+    )
+    wall = time.perf_counter() - t
+    bad = [o.trial.trial_id for o in outcomes if o.status != "FINISHED"]
+    assert not bad and len(outcomes) == 16, bad
+    return wall
+
+
+def mlflow_cost(exp: Experiment, stream: Stream, tmp: Path) -> float:
+    """Seconds SweepTracker spends logging one trial (run, params, metrics, artifacts)."""
+    tracker = SweepTracker(exp, f"sqlite:///{tmp / 'mlflow_cost.db'}", experiment_name="cost")
+    tracker.start()
+    n = len(stream)
+    R = np.tril(np.full((n, n), 0.5))
+    times = []
+    for trial in exp.trials():
+        t = time.perf_counter()
+        tracker.trial_started(trial)
+        for i in range(n):
+            tracker.trial_result(trial.trial_id, i, R, {"ce": 0.1})
+        tracker.trial_finished(trial.trial_id, R, np.full(n, 0.1))
+        times.append(time.perf_counter() - t)
+    tracker.finish()
+    return statistics.median(times)
+
+
+def heatmap_cost(n: int, tmp: Path) -> float:
+    """Median seconds to render one trial's accuracy-matrix PNG (part of the MLflow logging)."""
+    from lifelong.platform.plots import accuracy_matrix_heatmap
+
+    R = np.tril(np.full((n, n), 0.5))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        accuracy_matrix_heatmap(R, tmp / "m.png", untrained=np.full(n, 0.1), title="t")
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def setup_cost(exp: Experiment, stream: Stream) -> float:
+    """Median seconds to build a trial's learner (model, optimizer, stream on the device)."""
+    times = []
+    for trial in exp.trials():
+        config = {
+            "trial": trial.to_dict(),
+            "model": exp.spec.model.model_dump(mode="json"),
+            "training": exp.spec.training.model_dump(mode="json"),
+        }
+        t = time.perf_counter()
+        learner: Learner = build_learner(config, stream)
+        learner.evaluate_untrained()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Measure and print both parts."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 epochs per experience")
+    ap.add_argument("--epochs", type=int, default=20, help="epochs per experience (trial length)")
+    args = ap.parse_args()
+    epochs = 2 if args.quick else args.epochs
+    torch.set_num_threads(1)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    tmp = Path(tempfile.mkdtemp(prefix="llsw_", dir="/tmp"))
+    try:
+        real, tiny = experiment(epochs), experiment(epochs, tiny=True)
+        s_real, s_tiny = build_stream(real.spec.scenario), build_stream(tiny.spec.scenario)
+        t_seq, per_trial = sequential(real, s_real)
+        t_ray = start_ray(tmp / "ray")
+        try:
+            t_sweep = sweep(real, s_real, tmp, "real")
+            t_tiny = sweep(tiny, s_tiny, tmp, "tiny")
+        finally:
+            ray.shutdown()
+        _, tiny_seq = sequential(tiny, s_tiny)
+        t_log = mlflow_cost(real, s_real, tmp)
+        t_setup = setup_cost(real, s_real)
+        t_png = heatmap_cost(len(s_real), tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    eff = t_seq / (2 * t_sweep)
+    eff_start = t_seq / (2 * (t_sweep + t_ray))
+    print(f"16 trials (naive, l2, ewc, si x 4 seeds), Permuted MNIST-1D 10 exp, {epochs} epochs")
+    print(f"trial length (sequential, median): {statistics.median(per_trial):.1f} s")
+    print(f"sequential, one process        : {t_seq:8.1f} s")
+    print(f"Ray sweep, 2 CPUs              : {t_sweep:8.1f} s   (+ Ray start {t_ray:.1f} s)")
+    with_start = f"({100 * eff_start:.1f} % with Ray start)"
+    print(f"parallel efficiency            : {100 * eff:7.1f} %   {with_start}")
+    fixed = 2 * t_tiny / 16 - statistics.median(tiny_seq)
+    print("fixed cost per trial")
+    print(f"  measured (16 near-empty trials through the sweep, 2 at a time): {fixed:.2f} s")
+    print(f"  of which MLflow logging (SweepTracker, one trial)             : {t_log:.2f} s")
+    print(f"    of which rendering the accuracy-matrix PNG (matplotlib)     : {t_png:.2f} s")
+    print(f"  of which learner set-up + untrained evaluation                : {t_setup:.3f} s")
+    rest = fixed - t_log - t_setup
+    print(f"  rest: Ray Tune scheduling, worker, checkpoints, result events : {rest:.2f} s")
+    print(f"  once per sweep: Ray start {t_ray:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
