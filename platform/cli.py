@@ -87,7 +87,11 @@ def run(
     from lifelong.platform.plugins import stage_for_workers
     from lifelong.platform.spec import SpecError, build_checked_stream, load_experiment
     from lifelong.platform.summary import summarize, summary_table
-    from lifelong.platform.tracking import SweepTracker, resolve_tracking_uri
+    from lifelong.platform.tracking import (
+        DEFAULT_TRACKING_URI,
+        SweepTracker,
+        resolve_tracking_uri,
+    )
 
     try:
         experiment = load_experiment(experiment_file)
@@ -163,7 +167,8 @@ def run(
     failed = [(r.label, f) for r in rows for f in r.failed]
     for label, reason in failed:
         out.print(f"[red]FAILED[/] {label} {reason}", highlight=False, soft_wrap=True)
-    ui = "lifelong ui" + ("" if uri == "sqlite:///mlflow.db" else f" --tracking-uri {uri}")
+    default = uri == resolve_tracking_uri(DEFAULT_TRACKING_URI)
+    ui = "lifelong ui" + ("" if default else f" --tracking-uri {uri}")
     out.print(f"Open the MLflow UI: {ui}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)

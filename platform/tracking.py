@@ -28,8 +28,22 @@ _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the SQLite store in the cwd."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the SQLite store in the cwd.
+
+    A relative SQLite path is made absolute: MLflow caches one store per URI for the
+    life of the process, and a relative one would keep pointing into the directory
+    where it was first opened.
+    """
+    return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``sqlite:///rel/path.db`` as ``sqlite:////abs/rel/path.db``; other URIs unchanged."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/") or ":memory:" in uri:
+        return uri
+    path, sep, query = uri[len(prefix) :].partition("?")
+    return prefix + str(Path(path).resolve()) + sep + query
 
 
 @dataclass

@@ -279,7 +279,7 @@ def test_names_with_dotdot_write_nothing_outside_the_run_directories(
     assert created <= {"exp.yaml", "mlflow.db", "mlruns", ".lifelong"}, created
     runs = list((work / ".lifelong" / "ray_results").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("_.._evil-")
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")  # absolute: MLflow caches stores
     exp = client.get_experiment_by_name("../../../x/y")  # the MLflow name is kept as given
     kids = client.search_runs([exp.experiment_id])
     assert {r.info.run_name for r in kids} >= {"l2(anchor=initial)-seed0", "naive-seed0"}
