@@ -379,7 +379,7 @@ def test_sweep_mixes_native_and_avalanche_strategies(ray_instance: str, in_tmp: 
     path.write_text(yaml.safe_dump(spec))
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 0, result.output
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     exp = client.get_experiment_by_name("mixed")
     kids = [
         r

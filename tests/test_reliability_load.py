@@ -34,7 +34,7 @@ HAMMER = textwrap.dedent(
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     exp = client.create_experiment("hammer")
     run = client.create_run(exp).info.run_id
     step = 0
@@ -66,7 +66,8 @@ def test_32_trials_at_once_on_sqlite_lose_nothing(ray_instance: str, in_tmp: Pat
     }
     path = in_tmp / "crowd.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    MlflowClient("sqlite:///mlflow.db").search_experiments()  # create the schema once
+    # create the schema once
+    MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}").search_experiments()
     hammer = subprocess.Popen(
         [sys.executable, "-c", HAMMER], cwd=in_tmp, stdout=subprocess.PIPE, text=True
     )
@@ -82,7 +83,7 @@ def test_32_trials_at_once_on_sqlite_lose_nothing(ray_instance: str, in_tmp: Pat
     for label in ("naive", "l2"):  # the summary counts every seed of each strategy
         assert re.search(rf"│ {label}\s+│\s+{N_SEEDS} │", result.stdout), result.stdout
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     exp = client.get_experiment_by_name("crowd")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     kids = [r for r in runs if r.data.tags.get("lifelong.role") == "trial"]

@@ -43,7 +43,7 @@ def test_quickstart_end_to_end(ray_instance: str, in_tmp: Path) -> None:
         assert label in result.stdout
     assert "trials: 6/6 done, 0 running, 0 failed" in result.stderr
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     parents, kids = children(client, "quickstart")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(kids) == 6
