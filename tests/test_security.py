@@ -243,7 +243,8 @@ def test_safe_name_stays_one_plain_path_component(name: str) -> None:
 
 
 def test_spool_dir_from_a_hostile_name_stays_under_the_spool_root(tmp_path: Path) -> None:
-    client = ResilientClient("sqlite:///x.db", sweep="../../../evil", spool_root=tmp_path / "s")
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    client = ResilientClient(uri, sweep="../../../evil", spool_root=tmp_path / "s")
     assert client.spool_dir.parent == (tmp_path / "s").resolve()
 
 
