@@ -25,6 +25,7 @@ from lightning_fabric import Fabric
 from torch import Tensor
 
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
+from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.stream import Experience, Stream
 from lifelong.strategies.base import Batch, Context, Strategy
@@ -141,6 +142,8 @@ class Learner:
         self._epoch_start_step = 0
         self._experience_start_step = 0
         self._params: list[torch.nn.Parameter] = []
+        self._loss_hooks: list[Strategy] = []
+        self._backward_hooks: list[Strategy] = []
 
     # ------------------------------------------------------------------ loop
     def context(self, experience: Experience) -> Context:
@@ -160,6 +163,9 @@ class Learner:
         self._term_steps, self._grad_norms = {}, []
         self._experience_start_step = ctx.step
         self._params = list(self.model.parameters())
+        # Only the strategies that override a per-step hook are called per step.
+        self._loss_hooks = [s for s in self.strategies if _overrides(s, "loss_terms")]
+        self._backward_hooks = [s for s in self.strategies if _overrides(s, "on_after_backward")]
         totals: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
         n, bs = exp.n_train, self.training.batch_size
@@ -168,10 +174,12 @@ class Learner:
             for epoch in range(self.training.epochs):
                 self._epoch_start_step = ctx.step
                 perm = torch.randperm(n, device=self.device, generator=self.generator)
+                # One gather per epoch; each batch is then a view (no per-step copy).
+                xs, ys = exp.x_train[perm], exp.y_train[perm]
                 for start in range(0, n, bs):
-                    idx = perm[start : start + bs]
                     step = ctx.step
-                    terms = self._step(ctx, exp.x_train[idx], exp.y_train[idx], exp.task_id)
+                    batch = slice(start, start + bs)
+                    terms = self._step(ctx, xs[batch], ys[batch], exp.task_id, perm[batch])
                     for k, v in terms.items():
                         history.setdefault(k, []).append(v)
                         self._term_steps.setdefault(k, []).append(step)
@@ -182,32 +190,37 @@ class Learner:
         means = torch.stack([totals[k] for k in totals]).tolist() if totals else []
         return {k: m / counts[k] for k, m in zip(totals, means, strict=True)}
 
-    def _step(self, ctx: Context, x: Tensor, y: Tensor, task_id: int) -> dict[str, Tensor]:
+    def _step(
+        self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor
+    ) -> dict[str, Tensor]:
         features = self.model.features(x)
         logits = self.model.classify(features, task_id)
         loss = F.cross_entropy(logits, y)
-        terms = {"ce": loss}
-        batch = Batch(x, y, task_id, features, logits)
-        for s in self.strategies:
-            for name, value in s.loss_terms(ctx, batch).items():
-                if name in terms:
-                    raise ValueError(f"loss term {name!r} of strategy {s.name!r} is already used")
-                terms[name] = value
-                self._term_owner[name] = f"strategy {s.name!r}"
-                loss = loss + value
+        terms = {"ce": loss.detach()}
+        if self._loss_hooks:
+            batch = Batch(x, y, task_id, features, logits, index)
+            for s in self._loss_hooks:
+                for name, value in s.loss_terms(ctx, batch).items():
+                    if name in terms:
+                        raise ValueError(
+                            f"loss term {name!r} of strategy {s.name!r} is already used"
+                        )
+                    terms[name] = value.detach()
+                    self._term_owner[name] = f"strategy {s.name!r}"
+                    loss = loss + value
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for s in self.strategies:
+        for s in self._backward_hooks:
             s.on_after_backward(ctx)
         if self.check_gradients:  # one fused op, kept on the device; checked per epoch
             grads = [p.grad for p in self._params if p.grad is not None]
             self._grad_norms.append(torch._foreach_norm(grads) if grads else [])
         if ctx.protected:
             self._protected_step(ctx)
-        else:
+        elif not plain_sgd_step(self.optimizer):
             self.optimizer.step()
         ctx.step += 1
-        return {k: v.detach() for k, v in terms.items()}
+        return terms
 
     def _protected_step(self, ctx: Context) -> None:
         """Step the optimizer, leaving every entry a strategy protected unchanged."""

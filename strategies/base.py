@@ -88,6 +88,10 @@ class Batch:
         x: inputs, ``y``: labels, ``task_id``: the experience's task id.
         features: penultimate-layer features ``h(x)``.
         logits: classifier outputs (masked to the task's classes in multi-head models).
+        index: positions of the batch's samples in the experience's training set
+            (``x == ctx.experience.x_train[index]``), or None when the caller does
+            not batch from an experience; lets a strategy look up per-sample values
+            it computed once for the whole experience.
     """
 
     x: Tensor
@@ -95,6 +99,7 @@ class Batch:
     task_id: int
     features: Tensor
     logits: Tensor
+    index: Tensor | None = None
 
 
 class Strategy:
