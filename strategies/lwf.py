@@ -27,6 +27,14 @@ This matches Avalanche's ``LearningWithoutForgetting._distillation_loss`` and
   slice keeps only the task's own, unmasked classes, so the ``-inf`` logits of
   the masked heads never enter a softmax (no NaN).
 
+The teacher's soft targets depend only on the sample: when the learner passes
+``batch.index`` (its batches are drawn from the experience's in-memory training
+set), they are computed once per experience for the whole training set, in
+chunks, and each step looks its batch up by index: one forward pass of the
+teacher per sample and experience instead of one per sample and epoch. Without
+an index (any other caller) the teacher runs on the batch, as before. Both give
+the same targets up to rounding.
+
 Deviation: the teacher runs in eval mode (Avalanche's deep copy keeps the
 training mode); the two agree for models without dropout or batch norm, which
 includes every built-in model. The teacher is kept in the state as plain
@@ -76,12 +84,15 @@ class LwF(Strategy):
         self.teacher_state: dict[str, Tensor] | None = None  # the teacher's weights
         self._teacher: nn.Module | None = None  # rebuilt from teacher_state on demand
         self._index: dict[int, Tensor] = {}  # task id -> class index tensor on the device
+        # (experience, teacher) -> per-sample soft targets over its training set
+        self._cache: tuple[object, object, list[tuple[int | None, Tensor]]] | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_experience_start(self, ctx: Context) -> None:
         """Rebuild the teacher after a restore (the state holds only its tensors)."""
         if self.teacher_state is not None and self._teacher is None:
             self._teacher = self._build_teacher(ctx.model, self.teacher_state)
+        self._cache = None
 
     def on_experience_end(self, ctx: Context) -> None:
         """Freeze the current model as the teacher and record this experience's classes."""
@@ -92,6 +103,7 @@ class LwF(Strategy):
         state = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
         self.teacher_state = state
         self._teacher = self._build_teacher(ctx.model, state)
+        self._cache = None
 
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Return ``{"lwf": lambda * KL(teacher || student)}`` over the seen classes.
@@ -102,30 +114,71 @@ class LwF(Strategy):
             return {}
         if self._teacher is None:
             self._teacher = self._build_teacher(ctx.model, self.teacher_state)
-        teacher: Any = self._teacher
-        with torch.no_grad():
-            teacher_h = teacher.features(batch.x)
-        if _is_multi_head(ctx.model):
-            loss = batch.logits.new_zeros(())
-            for t in sorted(self.seen):
-                idx = self._classes(t, batch.logits.device)
-                with torch.no_grad():
-                    old = teacher.classify(teacher_h, t).index_select(1, idx)
-                new = ctx.model.classify(batch.features, t).index_select(1, idx)
-                loss = loss + self.distillation(new, old)
+        multi_head = _is_multi_head(ctx.model)
+        device = batch.logits.device
+        if batch.index is None:
+            targets = self.soft_targets(batch.x, batch.task_id, multi_head, device)
         else:
-            idx = self._classes(None, batch.logits.device)
-            with torch.no_grad():
-                old = teacher.classify(teacher_h, batch.task_id).index_select(1, idx)
-            loss = self.distillation(batch.logits.index_select(1, idx), old)
+            targets = [
+                (t, q.index_select(0, batch.index))
+                for t, q in self._cached_targets(ctx, batch.task_id, multi_head, device)
+            ]
+        if multi_head:
+            loss = batch.logits.new_zeros(())
+            for t, q in targets:
+                new = ctx.model.classify(batch.features, t)
+                loss = loss + self.distil(new.index_select(1, self._classes(t, device)), q)
+        else:
+            new = batch.logits.index_select(1, self._classes(None, device))
+            loss = self.distil(new, targets[0][1])
         return {"lwf": self.config.lambda_ * loss}
+
+    @torch.no_grad()
+    def soft_targets(
+        self, x: Tensor, task_id: int, multi_head: bool, device: torch.device
+    ) -> list[tuple[int | None, Tensor]]:
+        """The teacher's ``softmax(f_old(x)[:, C] / T)`` on ``x``.
+
+        One ``(task, targets)`` pair per previously seen task for a multi-head model
+        (that task's head and classes), else one ``(None, targets)`` pair.
+        """
+        teacher: Any = self._teacher
+        h = teacher.features(x)
+        t = self.config.temperature
+        if multi_head:
+            heads = [(k, teacher.classify(h, k)) for k in sorted(self.seen)]
+            return [
+                (k, F.softmax(old.index_select(1, self._classes(k, device)) / t, dim=1))
+                for k, old in heads
+            ]
+        old = teacher.classify(h, task_id).index_select(1, self._classes(None, device))
+        return [(None, F.softmax(old / t, dim=1))]
+
+    def _cached_targets(
+        self, ctx: Context, task_id: int, multi_head: bool, device: torch.device
+    ) -> list[tuple[int | None, Tensor]]:
+        """:meth:`soft_targets` on the whole training set of ``ctx.experience``, cached."""
+        cache = self._cache
+        if cache is None or cache[0] is not ctx.experience or cache[1] is not self._teacher:
+            x = ctx.experience.x_train
+            chunks = [
+                self.soft_targets(x[i : i + _CHUNK], task_id, multi_head, device)
+                for i in range(0, len(x), _CHUNK)
+            ]
+            whole = [
+                (t, torch.cat([c[k][1] for c in chunks])) for k, (t, _) in enumerate(chunks[0])
+            ]
+            cache = self._cache = (ctx.experience, self._teacher, whole)
+        return cache[2]
+
+    def distil(self, new_logits: Tensor, soft_targets: Tensor) -> Tensor:
+        """Return ``KL(soft_targets || softmax(new/T))``, summed over classes, batch mean."""
+        log_p = F.log_softmax(new_logits / self.config.temperature, dim=1)
+        return F.kl_div(log_p, soft_targets, reduction="batchmean")
 
     def distillation(self, new_logits: Tensor, old_logits: Tensor) -> Tensor:
         """Return ``KL(softmax(old/T) || softmax(new/T))``, summed over classes, batch mean."""
-        t = self.config.temperature
-        log_p = F.log_softmax(new_logits / t, dim=1)
-        q = F.softmax(old_logits / t, dim=1)
-        return F.kl_div(log_p, q, reduction="batchmean")
+        return self.distil(new_logits, F.softmax(old_logits / self.config.temperature, dim=1))
 
     # ------------------------------------------------------------ diagnostics
     def metrics(self) -> dict[str, float]:
@@ -149,6 +202,7 @@ class LwF(Strategy):
         self.seen = {int(t): [int(c) for c in cs] for t, cs in state["seen"].items()}
         self._teacher = None
         self._index = {}
+        self._cache = None
 
     # --------------------------------------------------------------- helpers
     def _classes(self, task_id: int | None, device: torch.device) -> Tensor:
@@ -173,6 +227,9 @@ class LwF(Strategy):
             p.requires_grad_(False)
             p.grad = None
         return teacher.eval()
+
+
+_CHUNK = 4096  # samples per teacher forward pass when caching soft targets
 
 
 def _is_multi_head(model: nn.Module) -> bool:

@@ -170,6 +170,31 @@ def test_lwf_multi_head_sums_one_kl_per_previous_task() -> None:
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("multi_head", [False, True])
+def test_lwf_cached_targets_by_index_equal_the_teacher_on_the_batch(multi_head: bool) -> None:
+    """With ``batch.index`` the teacher's targets come from a per-experience cache."""
+    stream = make_stream(multi_head=multi_head, n_exp=3)
+    model = make_model(stream)
+    ctx = make_ctx(model, stream)
+    s = build_strategy("lwf", {"temperature": 2.0})
+    run_experience(s, ctx, 0)
+    run_experience(s, ctx, 1)
+    ctx.experience = stream[2]
+    shift_params(model, 0.05)
+    index = torch.tensor([5, 0, 3, 3, 7])
+    plain = make_batch(ctx, size=len(stream[2].y_train))
+    x, y = stream[2].x_train[index], stream[2].y_train[index]
+    h = model.features(x)
+    indexed = type(plain)(x, y, plain.task_id, h, model.classify(h, plain.task_id), index)
+    direct = type(plain)(x, y, plain.task_id, h, model.classify(h, plain.task_id))
+    got = s.loss_terms(ctx, indexed)["lwf"]
+    assert s._cache is not None and s._cache[0] is ctx.experience  # the cached path ran
+    torch.testing.assert_close(got, s.loss_terms(ctx, direct)["lwf"])
+    assert got > 0
+    s.on_experience_end(ctx)  # a new teacher: the cache is dropped
+    assert s._cache is None
+
+
 def test_lwf_matches_avalanche(avalanche: SimpleNamespace) -> None:
     """Avalanche's LearningWithoutForgetting (single task) on the same teacher and batch."""
     stream = make_stream()
