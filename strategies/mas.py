@@ -45,7 +45,7 @@ from pydantic import AliasChoices, Field
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from ._penalty import on_device, weighted_quadratic
+from ._penalty import ParamCache, on_device, weighted_quadratic
 from ._registry import register_strategy
 from .base import Batch, Context, Strategy, StrategyConfig
 
@@ -99,6 +99,7 @@ class MAS(Strategy):
 
     def __init__(self, config: MASConfig | None = None) -> None:
         super().__init__(config)
+        self._lookup = ParamCache()  # parameter tensors by name, looked up once
         self.importance: dict[str, Tensor] = {}  # Omega, by parameter name
         self.anchor: dict[str, Tensor] = {}  # theta*
 
@@ -139,7 +140,7 @@ class MAS(Strategy):
         device = next(model.parameters()).device
         self.anchor = on_device(self.anchor, device)  # e.g. restored on the host
         self.importance = on_device(self.importance, device)
-        return weighted_quadratic(model, self.anchor, self.importance)
+        return weighted_quadratic(model, self.anchor, self.importance, self._lookup)
 
     def metrics(self) -> dict[str, float]:
         """Return the mean and max of the importance Omega."""

@@ -62,7 +62,7 @@ import torch
 from pydantic import AliasChoices, Field
 from torch import Tensor, nn
 
-from ._penalty import on_device, weighted_quadratic
+from ._penalty import ParamCache, on_device, weighted_quadratic
 from ._registry import register_strategy
 from .base import Batch, Context, Strategy, StrategyConfig
 
@@ -106,6 +106,7 @@ class SI(Strategy):
 
     def __init__(self, config: SIConfig | None = None) -> None:
         super().__init__(config)
+        self._lookup = ParamCache()  # parameter tensors by name, looked up once
         self.omega_sum: dict[str, Tensor] = {}  # sum_mu omega^mu / (Delta^mu^2 + xi), unclipped
         self.importance: dict[str, Tensor] = {}  # Omega: the clipped omega_sum
         self.anchor: dict[str, Tensor] = {}  # theta*: weights at the end of the last experience
@@ -185,7 +186,7 @@ class SI(Strategy):
         self.anchor = on_device(self.anchor, device)  # e.g. restored on the host
         self.importance = on_device(self.importance, device)
         self.omega_sum = on_device(self.omega_sum, device)
-        return weighted_quadratic(model, self.anchor, self.importance)
+        return weighted_quadratic(model, self.anchor, self.importance, self._lookup)
 
     # ------------------------------------------------------------ diagnostics
     def metrics(self) -> dict[str, float]:
@@ -217,8 +218,7 @@ class SI(Strategy):
 
     # --------------------------------------------------------------- helpers
     def _params(self, model: nn.Module) -> list[Tensor]:
-        params = dict(model.named_parameters())
-        return [params[n] for n in self.names]
+        return self._lookup(model, self.names)
 
     def _integrate(self, params: list[Tensor]) -> None:
         """``omega -= g * (theta_now - theta_before)`` for the pending step."""
