@@ -139,6 +139,7 @@ class SI(Strategy):
             return {}
         return {"si": (self.config.lambda_ / 2) * self.quadratic(ctx.model)}
 
+    @torch.no_grad()
     def on_after_backward(self, ctx: Context) -> None:
         """Integrate the previous step's update; store this step's weights and gradient."""
         if not self.names:  # trained without on_experience_start
@@ -146,7 +147,7 @@ class SI(Strategy):
         params = self._params(ctx.model)
         if self._pending:
             self._integrate(params)
-        torch._foreach_copy_(self._theta, [p.detach() for p in params])
+        torch._foreach_copy_(self._theta, params)
         with_grad = [i for i, p in enumerate(params) if p.grad is not None]
         if len(with_grad) < len(params):
             for i, p in enumerate(params):
@@ -222,7 +223,8 @@ class SI(Strategy):
 
     def _integrate(self, params: list[Tensor]) -> None:
         """``omega -= g * (theta_now - theta_before)`` for the pending step."""
-        step = torch._foreach_sub([p.detach() for p in params], self._theta)
+        with torch.no_grad():
+            step = torch._foreach_sub(params, self._theta)
         torch._foreach_mul_(step, self._grad)
         torch._foreach_sub_(self.omega, step)
 
