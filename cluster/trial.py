@@ -7,8 +7,12 @@ last finished experience instead of starting over.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +63,55 @@ def import_plugins(plugins: dict[str, list[str]]) -> None:
         load_plugin(file, base)
 
 
+def experience_result(
+    learner: Learner, i: int, losses: dict[str, float], node: str
+) -> dict[str, Any]:
+    """The metrics a trial reports after experience ``i`` (plain Python values)."""
+    return {
+        "experience": i,
+        "n_experiences": len(learner.experiences),
+        "R": learner.R.tolist(),  # rows after i are NaN
+        "untrained": learner.untrained.tolist(),
+        "losses": losses,
+        "strategy_metrics": learner.strategy_metrics() | _plasticity(learner, i),
+        "fresh": learner.fresh.tolist(),
+        "node_id": node,
+        "pid": os.getpid(),
+    }
+
+
+def train_ahead(learner: Learner, node: str, out: queue.Queue[Any], stop: threading.Event) -> None:
+    """Train the remaining experiences, queueing each one's result and checkpoint directory.
+
+    Runs in a helper thread, so experience ``i + 1`` trains while experience ``i``'s
+    ``tune.report`` waits for the driver. Each item is ``(result, checkpoint_dir)``;
+    the last item is ``None`` (done) or the exception that stopped training.
+    """
+    try:
+        for i in range(learner.next_experience, len(learner.experiences)):
+            if stop.is_set():
+                return
+            _, losses = learner.run_experience(i)
+            result = experience_result(learner, i, losses, node)
+            d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
+            torch.save(learner.state_dict(), d / CHECKPOINT_FILE)
+            out.put((result, d))
+        out.put(None)
+    except BaseException as error:  # handed to the trial's thread, which raises it
+        out.put(error)
+
+
 def train_trial(config: dict[str, Any], stream: Stream | SharedStream) -> None:
     """Train one trial, reporting metrics and a checkpoint after every experience.
 
     ``stream``: the sweep's stream, as a :class:`SharedStream` read zero-copy from
     the node's object store (or a plain :class:`Stream`).
+
+    Reporting is pipelined: Tune's function API blocks ``tune.report`` until the
+    driver has processed the result (MLflow logging, Tune's bookkeeping), so the
+    experiences train in a helper thread (:func:`train_ahead`), at most two
+    experiences ahead of the report. The results and checkpoints are snapshots
+    taken when each experience ended, so they are the same as without the helper.
     """
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     import_plugins(config.get("plugins", {}))
@@ -77,19 +125,25 @@ def train_trial(config: dict[str, Any], stream: Stream | SharedStream) -> None:
     else:
         learner.evaluate_untrained()
     node = ray.get_runtime_context().get_node_id()
-    for i in range(learner.next_experience, len(stream)):
-        _, losses = learner.run_experience(i)
-        result = {
-            "experience": i,
-            "n_experiences": len(stream),
-            "R": learner.R.tolist(),  # rows after i are NaN
-            "untrained": learner.untrained.tolist(),
-            "losses": losses,
-            "strategy_metrics": learner.strategy_metrics() | _plasticity(learner, i),
-            "fresh": learner.fresh.tolist(),
-            "node_id": node,
-            "pid": os.getpid(),
-        }
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(learner.state_dict(), Path(d) / CHECKPOINT_FILE)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+    done: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    helper = threading.Thread(
+        target=train_ahead, args=(learner, node, done, stop), name="lifelong-train", daemon=True
+    )
+    helper.start()
+    try:
+        while (item := done.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            result, d = item
+            try:
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+    finally:
+        stop.set()
+        while helper.is_alive() or not done.empty():  # unblock a helper on a full queue
+            with contextlib.suppress(queue.Empty):
+                item = done.get(timeout=0.05)
+                if isinstance(item, tuple):
+                    shutil.rmtree(item[1], ignore_errors=True)
