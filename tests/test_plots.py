@@ -115,3 +115,21 @@ def test_read_csv_rejects_bad_files(tmp_path):
     short.write_text("row,exp_0,exp_1\nafter_exp_0,1\nafter_exp_1,1,2\n")
     with pytest.raises(ValueError, match="values"):
         read_accuracy_matrix_csv(short)
+
+
+@pytest.mark.parametrize("untrained", [None, [0.1, 0.2, 0.3]])
+def test_heatmap_refilled_figure_draws_like_a_new_one(tmp_path, untrained):
+    """A figure kept for a shape and refilled draws the same pixels as a new figure."""
+    import matplotlib.image
+
+    from lifelong.platform import plots
+
+    partial = np.full((3, 3), np.nan)
+    partial[0] = [0.9, 0.2, 0.3]
+    accuracy_matrix_heatmap(R3, tmp_path / "first.png", untrained=untrained, title="first")
+    accuracy_matrix_heatmap(partial, tmp_path / "refilled.png", untrained=untrained, title="2nd")
+    plots._templates.cache.clear()
+    accuracy_matrix_heatmap(partial, tmp_path / "new.png", untrained=untrained, title="2nd")
+    refilled = matplotlib.image.imread(tmp_path / "refilled.png")
+    assert np.array_equal(refilled, matplotlib.image.imread(tmp_path / "new.png"))
+    assert not np.array_equal(refilled, matplotlib.image.imread(tmp_path / "first.png"))
