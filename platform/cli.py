@@ -84,7 +84,7 @@ def run(
         plugin_imports,
         run_sweep,
     )
-    from lifelong.platform.plugins import stage_for_workers
+    from lifelong.platform.plugins import discard_staged, stage_for_workers
     from lifelong.platform.spec import SpecError, build_checked_stream, load_experiment
     from lifelong.platform.summary import summarize, summary_table
     from lifelong.platform.tracking import (
@@ -124,9 +124,11 @@ def run(
     )
     job = in_ray_job()  # `lifelong submit`: the job's working_dir carries the plugins
     runtime_env, shipped = ({}, None) if job else stage_for_workers(list(experiment.plugins))
+    staged = list(runtime_env.get("py_modules", []))  # ray.init rewrites them to URIs
     try:
         started = ensure_ray(address, num_cpus=num_cpus, runtime_env=runtime_env)
     except ClusterConnectError as e:
+        discard_staged(staged)
         raise _bad_input(str(e)) from None
     imports = plugin_imports(
         experiment, shipped if started else None, relative_to=Path.cwd() if job else None
@@ -157,6 +159,7 @@ def run(
             import ray
 
             ray.shutdown()
+        discard_staged(staged)  # Ray uploaded the plugin files when it started
     tracker.client.close()  # a tracking store that was down: replay, or say where results are
     rows = summarize(outcomes)
     out.print(

@@ -200,6 +200,18 @@ def stage_for_workers(refs: list[PluginRef]) -> tuple[dict[str, Any], list[str]]
     return {"py_modules": [str(root)]}, modules + [f"{package}.{r.module}" for r in files]
 
 
+def discard_staged(py_modules: list[str]) -> None:
+    """Remove what :func:`stage_for_workers` copied, once Ray no longer needs it.
+
+    ``py_modules``: the runtime env's ``py_modules`` as staged, read before
+    ``ray.init``, which replaces them with the URIs of its uploaded copies.
+    """
+    for module in py_modules:
+        staged = Path(module).parent
+        if staged.name.startswith("lifelong-plugins-"):
+            shutil.rmtree(staged, ignore_errors=True)
+
+
 def import_on_worker(modules: list[str]) -> None:
     """Import the plugin modules a trial needs (no-op for those already imported)."""
     load_entry_points()

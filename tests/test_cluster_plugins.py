@@ -250,7 +250,8 @@ def test_plugin_file_is_shipped_to_workers_on_both_nodes(
     fill the two 1-CPU nodes, so the trial runs' `node_id` tags must name both
     nodes. Every trial logs the plugin's loss term and `where_am_i/shipped == 1.0`,
     which only a module imported from lifelong's shipped package (not the file on
-    the driver's disk) reports. Takes about a minute (two Ray nodes start).
+    the driver's disk) reports; the driver's staged copy is removed at the end.
+    Takes about a minute (two Ray nodes start).
     """
     (tmp_path / "where_am_i_plugin.py").write_text(PLUGIN)
     spec = {
@@ -275,6 +276,9 @@ def test_plugin_file_is_shipped_to_workers_on_both_nodes(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(two_node_cluster.env)
     env.pop("MLFLOW_TRACKING_URI", None)
+    staging = tmp_path / "tmp"  # where the driver copies the plugin files for Ray
+    staging.mkdir()
+    env["TMPDIR"] = str(staging)
     proc = subprocess.run(
         [LIFELONG, "run", "exp.yaml", "--address", two_node_cluster.address]
         + ["--tracking-uri", uri],
@@ -285,6 +289,7 @@ def test_plugin_file_is_shipped_to_workers_on_both_nodes(
         timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert not list(staging.glob("lifelong-plugins-*")), "the staged plugin copy was left behind"
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("shipped").experiment_id])
