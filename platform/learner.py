@@ -245,7 +245,8 @@ class Learner:
                     p.grad.masked_fill_(mask, 0.0)
                 if not plain_sgd:
                     saved.append((p, mask, p.detach().clone()))
-        self.optimizer.step()
+        if not plain_sgd_step(opt):  # the fused update when SGD is plain
+            opt.step()
         with torch.no_grad():
             for p, mask, old in saved:
                 if mask is None:
