@@ -142,6 +142,7 @@ class Learner:
         self._epoch_start_step = 0
         self._experience_start_step = 0
         self._params: list[torch.nn.Parameter] = []
+        self._named: dict[str, torch.nn.Parameter] = {}  # name -> parameter, per experience
         self._loss_hooks: list[Strategy] = []
         self._backward_hooks: list[Strategy] = []
 
@@ -162,7 +163,8 @@ class Learner:
         history: dict[str, list[Tensor]] = {}
         self._term_steps, self._grad_norms = {}, []
         self._experience_start_step = ctx.step
-        self._params = list(self.model.parameters())
+        self._named = dict(self.model.named_parameters())
+        self._params = list(self._named.values())
         # Only the strategies that override a per-step hook are called per step.
         self._loss_hooks = [s for s in self.strategies if _overrides(s, "loss_terms")]
         self._backward_hooks = [s for s in self.strategies if _overrides(s, "on_after_backward")]
@@ -208,7 +210,11 @@ class Learner:
                     terms[name] = value.detach()
                     self._term_owner[name] = f"strategy {s.name!r}"
                     loss = loss + value
-        self.optimizer.zero_grad(set_to_none=True)
+        # What ``optimizer.zero_grad(set_to_none=True)`` does, without its per-call
+        # profiler context (~50 us a step on a 2-core CPU): the optimizer steps exactly
+        # the model's parameters (``TrainingConfig.make_optimizer``).
+        for p in self._params:
+            p.grad = None
         loss.backward()
         for s in self._backward_hooks:
             s.on_after_backward(ctx)
@@ -224,7 +230,7 @@ class Learner:
 
     def _protected_step(self, ctx: Context) -> None:
         """Step the optimizer, leaving every entry a strategy protected unchanged."""
-        params = dict(self.model.named_parameters())
+        params = self._named
         # Copy-and-restore only where the step could move a protected entry: SGD and
         # Adam skip a parameter without gradient, and plain SGD (no momentum, no weight
         # decay) leaves an entry with zero gradient exactly unchanged.

@@ -69,6 +69,7 @@ class CenterLoss(Strategy):
         self.centers: Tensor | None = None  # (n_classes, feature_dim), created at the first batch
         self.frozen = False
         self._last: tuple[Tensor, Tensor] | None = None  # this step's (features, labels)
+        self._head: list[str] = []  # the head's parameter names, once frozen
 
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Return ``{"center_loss": lambda/2 * mean_i ||h(x_i) - c_{y_i}||^2}``."""
@@ -83,8 +84,10 @@ class CenterLoss(Strategy):
     def on_after_backward(self, ctx: Context) -> None:
         """Update the centres on this step's batch, or keep centres and head frozen."""
         if self.frozen:
-            for name, _ in ctx.model.head.named_parameters():
-                ctx.protect(f"head.{name}")
+            if not self._head:  # looked up once: named_parameters() walks the modules
+                self._head = [f"head.{name}" for name, _ in ctx.model.head.named_parameters()]
+            for name in self._head:
+                ctx.protect(name)
         elif self._last is not None and self.centers is not None:
             features, labels = self._last
             self.centers -= self.config.alpha * center_delta(features, labels, self.centers)
