@@ -55,8 +55,18 @@ from lifelong.scenarios import Stream, build_stream
 STRATEGIES = ["naive", {"l2": {"lambda": 1.0}}, {"ewc": {"lambda": 10.0}}, "si"]
 
 
-def experiment(epochs: int, tiny: bool = False) -> Experiment:
-    """The 16-trial experiment (4 strategies x 4 seeds); ``tiny``: almost no work."""
+def experiment(
+    epochs: int,
+    tiny: bool = False,
+    *,
+    seeds: int = 4,
+    accelerator: str = "cpu",
+    gpu: float = 0.0,
+) -> Experiment:
+    """The 4-strategy experiment, ``seeds`` seeds each; ``tiny``: almost no work.
+
+    ``gpu``: GPUs each trial asks Ray for (a fraction packs several trials on one).
+    """
     scenario = (
         {"source": "gaussian", "n_experiences": 1,
          "options": {"n_classes": 2, "n_train_per_class": 8, "n_test_per_class": 4}}
@@ -65,13 +75,13 @@ def experiment(epochs: int, tiny: bool = False) -> Experiment:
     )  # fmt: skip
     spec = {
         "name": "throughput",
-        "seeds": 4,
+        "seeds": seeds,
         "scenario": scenario,
         "model": {"hidden": [256, 256]},
         "training": {"epochs": 1 if tiny else epochs, "batch_size": 32, "lr": 0.05,
-                     "accelerator": "cpu"},
+                     "accelerator": accelerator},
         "strategies": STRATEGIES,
-        "resources": {"cpu": 1},
+        "resources": {"cpu": 1, "gpu": gpu},
     }  # fmt: skip
     return parse_experiment(yaml.safe_dump(spec), file="throughput.yaml")
 
@@ -91,11 +101,15 @@ def sequential(exp: Experiment, stream: Stream) -> tuple[float, list[float]]:
     return sum(times), times
 
 
-def start_ray(tmp: Path) -> float:
-    """Start a local 2-CPU Ray instance (temp dir under ``tmp``); return the seconds it took."""
+def start_ray(tmp: Path, num_cpus: int = 2, num_gpus: int | None = None) -> float:
+    """Start a local Ray instance (temp dir under ``tmp``); return the seconds it took.
+
+    ``num_gpus``: None lets Ray detect the GPUs; a number declares them.
+    """
     t = time.perf_counter()
     ray.init(
-        num_cpus=2,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         _temp_dir=str(tmp),
@@ -118,7 +132,7 @@ def sweep(exp: Experiment, stream: Stream, tmp: Path, tag: str) -> tuple[float, 
     )
     wall = time.perf_counter() - t
     bad = [o.trial.trial_id for o in outcomes if o.status != "FINISHED"]
-    assert not bad and len(outcomes) == 16, bad
+    assert not bad and len(outcomes) == len(exp.trials()), bad
     first = min(tracker.client.get_run(o.run_id).info.start_time for o in outcomes)
     return wall, first / 1000 - t0
 
