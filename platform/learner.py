@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning_fabric import Fabric
 from torch import Tensor
 
+from lifelong.platform.fabric_import import Fabric
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
 from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.training import TrainingConfig
