@@ -101,7 +101,8 @@ def main() -> None:
                 exp = experiment(args.epochs, seeds=args.seeds, accelerator=accelerator, gpu=1 / k)
                 stream = build_stream(exp.spec.scenario)
                 with GpuSampler() as gpu:
-                    wall, startup = sweep(exp, stream, tmp, f"k{k}")
+                    run = sweep(exp, stream, tmp, f"k{k}")
+                    wall, startup = run.wall, run.startup
                 rows.append((k, len(exp.trials()), wall, startup, gpu.summary()))
         finally:
             ray.shutdown()

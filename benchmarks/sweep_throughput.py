@@ -31,15 +31,18 @@ CSV and PNG artifacts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import ray
 import torch
 import yaml
@@ -119,22 +122,53 @@ def start_ray(tmp: Path, num_cpus: int = 2, num_gpus: int | None = None) -> floa
     return time.perf_counter() - t
 
 
-def sweep(exp: Experiment, stream: Stream, tmp: Path, tag: str) -> tuple[float, float]:
+def ray_processes_cpu() -> float:
+    """CPU seconds used so far by Ray's own processes on this node (raylet, GCS, agents)."""
+    total = 0.0
+    for p in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["name"] in _RAY_DAEMONS or any(a in cmd for a in _RAY_AGENTS):
+                cpu = p.cpu_times()
+                total += cpu.user + cpu.system
+    return total
+
+
+_RAY_DAEMONS = {"raylet", "gcs_server"}
+_RAY_AGENTS = ("dashboard/agent.py", "runtime_env/agent/main.py", "ray::DashboardAgent",
+               "ray::RuntimeEnvAgent")  # fmt: skip
+
+
+@dataclass
+class SweepRun:
+    """One sweep's wall time, start-up, and the CPU its driver and Ray's daemons used."""
+
+    wall: float
+    startup: float
+    driver_cpu: float
+    ray_cpu: float
+
+
+def sweep(exp: Experiment, stream: Stream, tmp: Path, tag: str) -> SweepRun:
     """Run the experiment as a Ray Tune sweep logging to a fresh SQLite store.
 
-    Returns the wall seconds and the start-up: seconds until the first trial started
-    (its MLflow run opens when Tune has started its worker: process, imports).
+    The start-up is the seconds until the first trial started (its MLflow run opens
+    when Tune has started its worker: process, imports). The driver's CPU (all its
+    threads: Tune's loop, MLflow logging, the PNGs) and that of Ray's daemons are
+    taken over the sweep: on 2 cores they compete with the trials.
     """
     tracker = SweepTracker(exp, f"sqlite:///{tmp / (tag + '.db')}", experiment_name=tag)
+    ray0, cpu0 = ray_processes_cpu(), time.process_time()
     t, t0 = time.perf_counter(), time.time()
     outcomes = run_sweep(
         exp, stream, tracker, storage_path=tmp / f"ray_{tag}", console=Console(quiet=True)
     )
     wall = time.perf_counter() - t
+    driver_cpu, ray_cpu = time.process_time() - cpu0, ray_processes_cpu() - ray0
     bad = [o.trial.trial_id for o in outcomes if o.status != "FINISHED"]
     assert not bad and len(outcomes) == len(exp.trials()), bad
     first = min(tracker.client.get_run(o.run_id).info.start_time for o in outcomes)
-    return wall, first / 1000 - t0
+    return SweepRun(wall, first / 1000 - t0, driver_cpu, ray_cpu)
 
 
 def mlflow_cost(exp: Experiment, stream: Stream, tmp: Path) -> float:
@@ -200,8 +234,8 @@ def main() -> None:
         t_seq, per_trial = sequential(real, s_real)
         t_ray = start_ray(tmp / "ray")
         try:
-            t_sweep, up_real = sweep(real, s_real, tmp, "real")
-            t_tiny, up_tiny = sweep(tiny, s_tiny, tmp, "tiny")
+            run = sweep(real, s_real, tmp, "real")
+            tiny_run = sweep(tiny, s_tiny, tmp, "tiny")
         finally:
             ray.shutdown()
         _, tiny_seq = sequential(tiny, s_tiny)
@@ -210,6 +244,7 @@ def main() -> None:
         t_png = heatmap_cost(len(s_real), tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    t_sweep, up_real, t_tiny, up_tiny = run.wall, run.startup, tiny_run.wall, tiny_run.startup
     eff = t_seq / (2 * t_sweep)
     eff_start = t_seq / (2 * (t_sweep + t_ray))
     print(f"16 trials (naive, l2, ewc, si x 4 seeds), Permuted MNIST-1D 10 exp, {epochs} epochs")
@@ -218,6 +253,8 @@ def main() -> None:
     print(f"sequential, one process        : {t_seq:8.1f} s")
     print(f"Ray sweep, 2 CPUs              : {t_sweep:8.1f} s   (+ Ray start {t_ray:.1f} s)")
     print(f"  of which start-up, until the first trial ran: {up_real:.1f} s")
+    beside = f"driver {run.driver_cpu:.1f} s, Ray's daemons {run.ray_cpu:.1f} s"
+    print(f"  CPU used beside the trials: {beside}")
     with_start = f"({100 * eff_start:.1f} % with Ray start)"
     print(f"parallel efficiency            : {100 * eff:7.1f} %   {with_start}")
     fixed = 2 * (t_tiny - up_tiny) / 16 - statistics.median(tiny_seq)
