@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -145,6 +146,9 @@ def count_syncs(name: str, epochs: int) -> tuple[int, int]:
 
 def sync_section() -> None:
     """Count host syncs during one experience's training, 1 and 3 epochs, every strategy."""
+    # libkineto prints a line on stderr at every profiler start and stop unless
+    # its log level is above 5; it reads the variable when the profiler starts.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     print("3. Host syncs (aten::_local_scalar_dense + aten::item) training experience 1")
     cols = f"{'steps':>5} {'syncs':>5} {'steps x3':>8} {'syncs':>5} {'per step':>8}"
     print(f"   {'strategy':<17} {cols}")

@@ -24,8 +24,10 @@ model, moving the stream to the device) and MLflow logging through lifelong's
 ``SweepTracker`` (one run, params, a metric batch per experience, the matrix
 CSV and PNG artifacts).
 
-    python benchmarks/sweep_throughput.py            # 8 epochs: every trial >= 10 s here (~10 min)
+    python benchmarks/sweep_throughput.py            # 10 epochs: every trial >= 10 s here (~11 min)
+    python benchmarks/sweep_throughput.py --epochs 8 # the shortest trials about 9.5 s here
     python benchmarks/sweep_throughput.py --quick    # short trials (about 1 min)
+    python benchmarks/sweep_throughput.py --device cuda  # trials on one GPU, half of it each
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import psutil
 import ray
 import torch
 import yaml
+from _device import device_name, require_device
 from rich.console import Console
 
 from lifelong.cluster.sweep import run_sweep
@@ -222,14 +225,23 @@ def main() -> None:
     """Measure and print both parts."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 epochs per experience")
-    ap.add_argument("--epochs", type=int, default=8, help="epochs per experience (trial length)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs per experience (trial length)")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the trials train (cuda: the two trials share one GPU, gpu: 0.5 each)",
+    )
     args = ap.parse_args()
+    require_device(ap, args.device)
     epochs = 2 if args.quick else args.epochs
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tmp = Path(tempfile.mkdtemp(prefix="llsw_", dir="/tmp"))
     try:
-        real, tiny = experiment(epochs), experiment(epochs, tiny=True)
+        gpu = 0.5 if args.device == "cuda" else 0.0
+        real = experiment(epochs, accelerator=args.device, gpu=gpu)
+        tiny = experiment(epochs, tiny=True, accelerator=args.device, gpu=gpu)
         s_real, s_tiny = build_stream(real.spec.scenario), build_stream(tiny.spec.scenario)
         t_seq, per_trial = sequential(real, s_real)
         t_ray = start_ray(tmp / "ray")
@@ -247,7 +259,10 @@ def main() -> None:
     t_sweep, up_real, t_tiny, up_tiny = run.wall, run.startup, tiny_run.wall, tiny_run.startup
     eff = t_seq / (2 * t_sweep)
     eff_start = t_seq / (2 * (t_sweep + t_ray))
-    print(f"16 trials (naive, l2, ewc, si x 4 seeds), Permuted MNIST-1D 10 exp, {epochs} epochs")
+    print(
+        f"16 trials (naive, l2, ewc, si x 4 seeds), Permuted MNIST-1D 10 exp, {epochs} epochs, "
+        f"{device_name(args.device)}"
+    )
     shortest, median = min(per_trial), statistics.median(per_trial)
     print(f"trial length (sequential)      : median {median:.1f} s, shortest {shortest:.1f} s")
     print(f"sequential, one process        : {t_seq:8.1f} s")

@@ -38,11 +38,13 @@ side computes:
   plugin's bookkeeping); ``si-fixed`` times Avalanche with that copy fixed
   (``.clone()``) against lifelong's ``si`` with Avalanche's conventions
   (``nonnegative: false``, ``clip_to: 0.001``), the same computation on both sides.
+  On CUDA, ``.cpu()`` copies, so there the two rows do the same work.
 
     python benchmarks/vs_avalanche.py            # full: 5 epochs, 5 repeats
     python benchmarks/vs_avalanche.py --quick    # 1 epoch, 2 repeats
     python benchmarks/vs_avalanche.py --scenarios digits --strategies naive \\
         --model mlp --hidden 1024 1024          # how the ratio moves with the model
+    python benchmarks/vs_avalanche.py --device cuda   # both sides on the GPU
 
 Target (issue 8): lifelong >= 3x faster than Avalanche for every strategy, final
 average accuracy within 2 points.
@@ -61,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _device import device_name, require_device
 
 from lifelong.platform.learner import Learner
 from lifelong.platform.models import ModelConfig, build_model
@@ -164,7 +167,7 @@ def run_avalanche(
             train_mb_size=training.batch_size,
             train_epochs=training.epochs,
             eval_mb_size=training.eval_batch_size,
-            device="cpu",
+            device=training.accelerator,
             eval_every=-1,
             **kwargs,
         )
@@ -192,17 +195,20 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides run")
     args = ap.parse_args()
+    require_device(ap, args.device)
     if args.quick:
         args.epochs, args.repeats = 1, 2
     torch.set_num_threads(1)
     training = TrainingConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accelerator="cpu"
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accelerator=args.device
     )
     model = ModelConfig(name=args.model, hidden=args.hidden)
     print(
         f"model {args.model} {args.hidden}, SGD lr {args.lr}, batch {args.batch_size}, "
-        f"{args.epochs} epochs, 1 thread, median of {args.repeats} interleaved repeats"
+        f"{args.epochs} epochs, 1 thread, {device_name(args.device)}, "
+        f"median of {args.repeats} interleaved repeats"
     )
     header = (
         f"{'scenario':<9} {'strategy':<9} {'lifelong s':>10} {'aval. lean s':>12} "

@@ -21,6 +21,7 @@ framework's overhead would show, is hand-written everywhere.
     python benchmarks/vs_bare_loop.py            # every strategy, 5 epochs, 7 repeats
     python benchmarks/vs_bare_loop.py --quick    # 1 epoch, 3 repeats
     python benchmarks/vs_bare_loop.py --strategies naive ewc --epochs 5
+    python benchmarks/vs_bare_loop.py --device cuda   # both loops on the GPU
 
 Target (issues 2 and 8): lifelong within 1.2x of the bare loop for every strategy.
 ``benchmarks/learner_vs_bare.py`` is the same comparison for one strategy.
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _device import device_name, require_device
 from torch import Tensor, nn
 
 from lifelong.platform.learner import Learner
@@ -80,6 +82,11 @@ class Reg:
 def snapshot(model: nn.Module) -> dict[str, Tensor]:
     """A copy of every parameter, by name."""
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device the model's parameters live on."""
+    return next(model.parameters()).device
 
 
 class L2(Reg):
@@ -211,7 +218,7 @@ class LwF(Reg):
 
     def end(self, exp):  # noqa: D102
         self.seen = sorted(set(self.seen) | set(exp.classes))
-        self.idx = torch.tensor(self.seen)
+        self.idx = torch.tensor(self.seen, device=device_of(self.model))
         self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
 
 
@@ -223,7 +230,9 @@ class CenterLoss(Reg):
 
     def __init__(self, model, stream):  # noqa: D107
         super().__init__(model, stream)
-        self.centers = torch.zeros(stream.n_classes, model.head.linear.in_features)
+        self.centers = torch.zeros(
+            stream.n_classes, model.head.linear.in_features, device=device_of(model)
+        )
 
     def term(self, x, y, h, logits, task):  # noqa: D102
         self.last = (h.detach(), y)
@@ -256,7 +265,7 @@ class Spectral(Reg):
             g = torch.Generator().manual_seed(0)
             u = F.normalize(torch.randn(m.weight.shape[0], generator=g), dim=0)
             v = F.normalize(torch.randn(m.weight.shape[1], generator=g), dim=0)
-            self.uv.append(self.power(m.weight, u, v, 15))
+            self.uv.append(self.power(m.weight, u.to(m.weight.device), v.to(m.weight.device), 15))
 
     @staticmethod
     @torch.no_grad()
@@ -300,7 +309,7 @@ class Masked(Reg):
         self.params = dict(model.named_parameters())
 
     def start(self, exp, opt):  # noqa: D102
-        self.ctx = Context(self.model, opt, self.stream, exp, torch.device("cpu"), 0)
+        self.ctx = Context(self.model, opt, self.stream, exp, device_of(self.model), 0)
         bs = 32
         self.ctx.total_steps = self.epochs * -(-exp.n_train // bs)
         self.strategy.on_experience_start(self.ctx)
@@ -328,7 +337,7 @@ class Masked(Reg):
             return []
         saved = [p.detach().clone() for p in self.model.parameters()]
         self.strategy.on_eval_start(
-            Context(self.model, None, self.stream, exp, torch.device("cpu"))
+            Context(self.model, None, self.stream, exp, device_of(self.model))
         )
         return saved
 
@@ -362,34 +371,36 @@ BARE: dict[str, tuple[type[Reg], dict[str, Any]]] = {
 
 # ------------------------------------------------------------------ the loops
 def bare_loop(stream: Stream, hidden: list[int], epochs: int, bs: int, lr: float, seed: int,
-              strategy: str) -> np.ndarray:  # fmt: skip
+              strategy: str, device: str = "cpu") -> np.ndarray:  # fmt: skip
     """The reference: what a researcher would write by hand."""
     torch.manual_seed(seed)
     model = build_model(ModelConfig(hidden=hidden), stream.input_shape, stream.n_classes)
+    model = model.to(device)
+    experiences = [e.to(device) for e in stream]
     reg_cls, _ = BARE[strategy]
     reg = reg_cls(model, stream)
     reg.epochs = epochs  # type: ignore[attr-defined]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     R = np.zeros((len(stream), len(stream)))
 
     @torch.no_grad()
     def evaluate() -> np.ndarray:
         model.eval()
         accs = []
-        for e in stream:
+        for e in experiences:
             saved = reg.eval_start(e)  # dst: the experience's task mask
             accs.append((model(e.x_test, e.task_id).argmax(1) == e.y_test).double().mean())
             if saved:
                 torch._foreach_copy_(list(model.parameters()), saved)
         model.train()
-        return torch.stack(accs).numpy()
+        return torch.stack(accs).cpu().numpy()
 
     evaluate()  # the untrained row, as lifelong computes it
-    for i, exp in enumerate(stream):
+    for i, exp in enumerate(experiences):
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         reg.start(exp, opt)
         for _ in range(epochs):
-            perm = torch.randperm(exp.n_train, generator=gen)
+            perm = torch.randperm(exp.n_train, device=device, generator=gen)
             for s in range(0, exp.n_train, bs):
                 idx = perm[s : s + bs]
                 x, y = exp.x_train[idx], exp.y_train[idx]
@@ -410,9 +421,9 @@ def bare_loop(stream: Stream, hidden: list[int], epochs: int, bs: int, lr: float
 
 
 def lifelong_run(stream: Stream, hidden: list[int], epochs: int, bs: int, lr: float, seed: int,
-                 strategy: str) -> np.ndarray:  # fmt: skip
+                 strategy: str, device: str = "cpu") -> np.ndarray:  # fmt: skip
     """The same work through lifelong's Learner."""
-    training = TrainingConfig(epochs=epochs, batch_size=bs, lr=lr, accelerator="cpu")
+    training = TrainingConfig(epochs=epochs, batch_size=bs, lr=lr, accelerator=device)
     params = BARE[strategy][1]
     learner = Learner(
         stream, ModelConfig(hidden=hidden), [build_strategy(strategy, params)], training, seed
@@ -434,7 +445,9 @@ def main() -> None:
         action="store_true",
         help="turn off the learner's per-step NaN/inf gradient check (Learner.check_gradients)",
     )
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both loops run")
     args = ap.parse_args()
+    require_device(ap, args.device)
     if args.no_grad_check:
         Learner.check_gradients = False
     if args.quick:
@@ -444,8 +457,8 @@ def main() -> None:
     stream = build_stream(ScenarioConfig(source="digits", n_experiences=5, seed=0))
     print(
         f"Split-Digits, MLP 64-{'-'.join(map(str, args.hidden))}-10, SGD lr 0.05, batch "
-        f"{args.batch_size}, {args.epochs} epochs, 1 thread, median of {args.repeats} "
-        "interleaved repeats"
+        f"{args.batch_size}, {args.epochs} epochs, 1 thread, {device_name(args.device)}, "
+        f"median of {args.repeats} interleaved repeats"
     )
     head = (
         f"{'strategy':<17} {'bare s':>8} {'lifelong s':>10} {'ratio':>7} {'cpu ratio':>9} "
@@ -454,7 +467,7 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for strategy in args.strategies:
-        common = (stream, args.hidden, args.epochs, args.batch_size, 0.05, 0, strategy)
+        common = (stream, args.hidden, args.epochs, args.batch_size, 0.05, 0, strategy, args.device)
         lifelong_run(*common)  # warm-up both paths
         bare_loop(*common)
         t_bare, t_ll, c_bare, c_ll = [], [], [], []
