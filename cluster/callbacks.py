@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from lifelong.platform.expand import trial_from_config
 from lifelong.platform.spec import TrialSpec
 from lifelong.platform.tracking import SweepTracker
 
@@ -17,7 +19,7 @@ from .progress import SweepProgress
 
 def trial_spec(trial: Trial) -> TrialSpec:
     """The lifelong trial a Tune trial runs."""
-    return TrialSpec.from_dict(trial.config["trial"])
+    return trial_from_config(trial.config)
 
 
 def error_reason(trial: Trial) -> str:
@@ -42,16 +44,43 @@ class TrackingCallback(Callback):
         key: the sweep's key in :data:`ACTIVE`, where the tracker and the progress
             view are registered (they live in this driver process only and are not
             pickled with Tune's experiment state).
+        early_stopping: what may end a trial before its last experience (``asha``,
+            ``median``, a time budget); such a trial's run ends KILLED with the tag
+            ``lifelong.early_stopped``, not FAILED. ``None``: nothing may.
     """
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, early_stopping: str | None = None) -> None:
         self.key = key
+        self.early_stopping = early_stopping
         self._last: dict[str, dict[str, Any]] = {}
+        self._specs: dict[str, TrialSpec] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into the experiment state; the MLflow client and
         # the console live only in this driver process and are not part of it.
-        return {"key": self.key, "_last": {}}
+        return {
+            "key": self.key,
+            "_last": {},
+            "early_stopping": self.early_stopping,
+            "_specs": dict(getattr(self, "_specs", {})),
+        }
+
+    def spec(self, trial: Trial) -> TrialSpec:
+        """The lifelong trial ``trial`` runs, remembered per Tune trial.
+
+        A search algorithm's repeat of a configuration already tried gets a ``#n``
+        suffix, so each Tune trial keeps its own MLflow run.
+        """
+        specs = self.__dict__.setdefault("_specs", {})
+        if trial.trial_id not in specs:
+            spec = trial_spec(trial)
+            taken = {s.trial_id for s in specs.values()}
+            n = 1
+            while spec.trial_id in taken:
+                n += 1
+                spec = dataclasses.replace(spec, label=f"{trial_spec(trial).label} #{n}")
+            specs[trial.trial_id] = spec
+        return specs[trial.trial_id]
 
     @property
     def tracker(self) -> SweepTracker:
@@ -67,7 +96,7 @@ class TrackingCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Open the trial's MLflow child run."""
-        spec = trial_spec(trial)
+        spec = self.spec(trial)
         self.tracker.trial_started(spec)
         self.progress.started(spec.trial_id)
 
@@ -75,7 +104,7 @@ class TrackingCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
         """Log the experience's metrics (once per step)."""
-        spec = trial_spec(trial)
+        spec = self.spec(trial)
         step = int(result["experience"])
         self.tracker.trial_result(
             spec.trial_id,
@@ -92,12 +121,18 @@ class TrackingCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Log final metrics and artifacts; the run ends FINISHED."""
-        spec = trial_spec(trial)
+        spec = self.spec(trial)
         done = self.tracker.outcomes.get(spec.trial_id)
         if done is not None and done.status == "FINISHED":
             return  # finished before the sweep was resumed: logged already
         last = self._last.get(spec.trial_id)
         if last is None or int(last["experience"]) + 1 != int(last["n_experiences"]):
+            if last is not None and self.early_stopping:
+                n = int(last["experience"]) + 1
+                reason = f"stopped by {self.early_stopping} after {n} of {last['n_experiences']}"
+                self.tracker.trial_stopped(spec.trial_id, reason + " experiences")
+                self.progress.stopped(spec.trial_id, reason)
+                return
             self.on_trial_error(iteration, trials, trial)
             return
         self.tracker.trial_finished(
@@ -112,7 +147,7 @@ class TrackingCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """The run ends FAILED with the exception line as its reason."""
-        spec = trial_spec(trial)
+        spec = self.spec(trial)
         if spec.trial_id not in self.tracker.outcomes:
             self.tracker.trial_started(spec)
         reason = error_reason(trial)

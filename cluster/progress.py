@@ -42,7 +42,7 @@ class SweepProgress:
 
     def counts(self) -> dict[str, int]:
         """Number of trials per state (pending, running, finished, failed)."""
-        out = dict.fromkeys(("pending", "running", "finished", "failed"), 0)
+        out = dict.fromkeys(("pending", "running", "finished", "failed", "stopped"), 0)
         for s in self.state.values():
             out[s] += 1
         return out
@@ -50,22 +50,25 @@ class SweepProgress:
     def summary_line(self) -> str:
         """``trials: 3/9 done, 2 running, 1 failed [12s]``."""
         c = self.counts()
-        done = c["finished"] + c["failed"]
+        done = c["finished"] + c["failed"] + c["stopped"]
+        stopped = f", {c['stopped']} stopped early" if c["stopped"] else ""
         return (
             f"trials: {done}/{len(self.state)} done, {c['running']} running, "
-            f"{c['failed']} failed [{time.monotonic() - self.t0:.0f}s]"
+            f"{c['failed']} failed{stopped} [{time.monotonic() - self.t0:.0f}s]"
         )
 
     def render(self) -> Group:
         """The live view: a summary line and a row per running trial."""
-        running = [(t, self.experience[t]) for t, st in self.state.items() if st == "running"]
+        running = [
+            (t, self.experience.get(t, "")) for t, st in self.state.items() if st == "running"
+        ]
         if not running:
             return Group(Text(self.summary_line(), style="bold"))
         table = Table(show_header=True, header_style="bold", box=None)
         table.add_column("trial")
         table.add_column("experience")
         for tid, exp in running:
-            table.add_row(tid, exp or "starting")
+            table.add_row(Text(tid), exp or "starting")  # Text: "[...]" in a label is no markup
         return Group(Text(self.summary_line(), style="bold"), table)
 
     def _event(self, trial_id: str, message: str) -> None:
@@ -73,7 +76,9 @@ class SweepProgress:
             self._live.update(self.render())
         else:
             self.console.print(
-                f"{self.summary_line()}  {trial_id}: {message}", highlight=False, soft_wrap=True
+                Text(f"{self.summary_line()}  {trial_id}: {message}"),
+                highlight=False,
+                soft_wrap=True,
             )
 
     def started(self, trial_id: str) -> None:
@@ -90,6 +95,11 @@ class SweepProgress:
         """A trial finished; ``final`` holds its final metrics."""
         self.state[trial_id] = "finished"
         self._event(trial_id, f"finished, acc/avg {final.get('acc/avg', float('nan')):.3f}")
+
+    def stopped(self, trial_id: str, reason: str) -> None:
+        """A scheduler (ASHA, median stopping) or the time budget stopped a trial early."""
+        self.state[trial_id] = "stopped"
+        self._event(trial_id, f"stopped early: {reason}")
 
     def failed(self, trial_id: str, reason: str) -> None:
         """A trial failed with ``reason``."""

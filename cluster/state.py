@@ -64,8 +64,16 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def state_path(experiment_file: Path, experiment_name: str, root: Path = STATE_DIR) -> Path:
-    """The state file of the sweep of ``experiment_file`` logged as ``experiment_name``."""
-    key = f"{experiment_file.resolve()}\0{experiment_name}".encode()
+def state_path(
+    experiment_file: Path,
+    experiment_name: str,
+    root: Path = STATE_DIR,
+    overrides: tuple[str, ...] = (),
+) -> Path:
+    """The state file of the sweep of ``experiment_file`` logged as ``experiment_name``.
+
+    Command-line ``overrides`` make another sweep of the same file, with its own state.
+    """
+    key = "\0".join([str(experiment_file.resolve()), experiment_name, *overrides]).encode()
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment_name)[:60] or "sweep"
     return root / f"{safe}-{hashlib.sha256(key).hexdigest()[:12]}.json"

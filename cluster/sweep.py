@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,14 @@ from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from rich.console import Console
 
 from lifelong.platform.mlflow_io import safe_name
-from lifelong.platform.spec import Experiment
+from lifelong.platform.spec import Experiment, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
 
 from .callbacks import ACTIVE, TrackingCallback
 from .progress import SweepProgress
 from .shared import SharedStream
-from .state import ENDED, INTERRUPTED, RUNNING, SweepState, file_digest
+from .state import ENDED, INTERRUPTED, RUNNING, SweepState
 from .trial import train_trial
 
 DEFAULT_STORAGE = Path(".lifelong") / "ray_results"
@@ -158,17 +159,40 @@ def _sigterm_as_sigint() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _trainable(experiment: Experiment, stream: Stream) -> Any:
+def _trainable(experiment: Experiment, stream: Stream | dict[str, Stream]) -> Any:
     spec = experiment.spec
-    return tune.with_resources(
-        tune.with_parameters(train_trial, stream=SharedStream(stream)),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
+    if isinstance(stream, dict):  # the trials learn different streams (scenario searched)
+        shared = {k: SharedStream(v) for k, v in stream.items()}
+        trainable = tune.with_parameters(train_trial, streams=shared)
+    else:
+        trainable = tune.with_parameters(train_trial, stream=SharedStream(stream))
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+@dataclass
+class TuneRun:
+    """One strategy entry's validation phase, run by :func:`run_sweep` (see ``tuning``).
+
+    ``trials``: the driver-drawn trials; under a search algorithm (Optuna) they
+    are empty and the algorithm fills ``space`` (param key -> Ray Tune domain)
+    into ``base`` ``num_samples`` times. ``scheduler``/``search_alg`` are Ray
+    Tune's; ``stopper`` names what may end a trial early (``asha``, ``median``,
+    ``the time budget``), for the runs' ``lifelong.early_stopped`` tag.
+    """
+
+    trials: list[TrialSpec]
+    base: TrialSpec | None = None
+    space: dict[str, Any] = field(default_factory=dict)
+    scheduler: Any = None
+    search_alg: Any = None
+    num_samples: int = 1
+    time_budget_s: float | None = None
+    stopper: str | None = None
 
 
 def run_sweep(
     experiment: Experiment,
-    stream: Stream,
+    stream: Stream | dict[str, Stream],
     tracker: SweepTracker,
     *,
     storage_path: Path | str | None = None,
@@ -176,21 +200,26 @@ def run_sweep(
     plugins: dict[str, list[str]] | None = None,
     state_file: Path | None = None,
     resume: SweepState | None = None,
+    tune_run: TuneRun | None = None,
 ) -> list[TrialOutcome]:
     """Run every trial of ``experiment`` on the connected Ray cluster.
 
+    ``stream``: the stream every trial learns, or (``scenario`` fields searched)
+    every stream by :func:`~lifelong.platform.expand.scenario_key`.
     Metrics and artifacts go to MLflow through ``tracker`` from this (driver)
     process. ``plugins`` tells workers what to import (see :func:`plugin_imports`).
     ``state_file``: where to keep the :class:`SweepState` a later ``resume`` needs.
     ``resume``: continue that stopped sweep: its finished trials are not run
     again, the others continue from their last checkpoints and log into their
     existing MLflow runs. Returns one outcome per trial, in the experiment's order.
+    ``tune_run``: run that validation phase instead, into ``tracker``'s open parent
+    run, which is left open; its outcomes are returned in the order trials started.
 
     Raises:
         SweepInterrupted: the sweep was stopped (SIGINT/SIGTERM) before it ended.
     """
     spec = experiment.spec
-    trials = experiment.trials()
+    trials = tune_run.trials if tune_run is not None else experiment.trials()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # lifelong logs to MLflow itself; Tune's CSV/JSON/TensorBoard loggers would only
     # duplicate it (and warn about the NaN rows of R not yet trained).
@@ -203,14 +232,15 @@ def run_sweep(
         tracker.reopen(resume.parent_run_id)
         state = resume
     else:
-        tracker.start()
+        if tracker.parent_run_id is None:
+            tracker.start()
         storage = Path(storage_path or DEFAULT_STORAGE)
         if "://" not in str(storage_path or ""):
             storage = storage.resolve()
         name = f"{safe_name(experiment.name)}-{tracker.sweep_id}-{time.time_ns() % 10**6}"
         state = SweepState(
             experiment_file=str(experiment.path.resolve()) if experiment.path else "",
-            file_sha256=file_digest(experiment.path) if experiment.path else "",
+            file_sha256=experiment.digest if experiment.path else "",
             experiment_name=tracker.experiment_name,
             tracking_uri=tracker.tracking_uri,
             parent_run_id=str(tracker.parent_run_id),
@@ -224,6 +254,7 @@ def run_sweep(
         state.save(state_file)
     key = f"{state.parent_run_id}"
     ACTIVE[key] = (tracker, progress)
+    before = set(tracker.outcomes)
     if resume is not None:
         tuner = tune.Tuner.restore(
             state.tune_path,
@@ -232,6 +263,7 @@ def run_sweep(
             resume_errored=False,
         )
     else:
+        searched = tune_run is not None and tune_run.search_alg is not None
         param_space = {
             "trial": tune.grid_search([t.to_dict() for t in trials]),
             "model": spec.model.model_dump(mode="json"),
@@ -239,18 +271,26 @@ def run_sweep(
             "threads": max(1, int(spec.resources.cpu)),
             "plugins": plugins if plugins is not None else plugin_imports(experiment, None),
         }
+        if searched:
+            assert tune_run is not None and tune_run.base is not None
+            param_space |= {"trial": tune_run.base.to_dict(), "values": tune_run.space}
         storage_dir, _, run_name = state.tune_path.rpartition("/")
         tuner = tune.Tuner(
             _trainable(experiment, stream),
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True
+                max_concurrent_trials=spec.max_concurrent_trials,
+                reuse_actors=True,
+                scheduler=tune_run.scheduler if tune_run else None,
+                search_alg=tune_run.search_alg if tune_run else None,
+                num_samples=tune_run.num_samples if searched and tune_run else 1,
+                time_budget_s=tune_run.time_budget_s if tune_run else None,
             ),
             run_config=tune.RunConfig(
                 name=run_name,
                 storage_path=storage_dir,
                 verbose=0,
-                callbacks=[TrackingCallback(key)],
+                callbacks=[TrackingCallback(key, early_stopping=tune_run and tune_run.stopper)],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
@@ -264,6 +304,8 @@ def run_sweep(
         raise
     finally:
         ACTIVE.pop(key, None)
+    if tune_run is not None:
+        return _phase_outcomes(tracker, before)
     unfinished = [o for o in tracker.outcomes.values() if o.status not in ("FINISHED", "FAILED")]
     if unfinished or len(tracker.outcomes) < len(trials):
         tracker.abort("the sweep was stopped before this trial finished")
@@ -277,6 +319,15 @@ def run_sweep(
     _save_status(state, state_file, ENDED)
     by_id = tracker.outcomes
     return [by_id[t.trial_id] for t in trials if t.trial_id in by_id]
+
+
+def _phase_outcomes(tracker: SweepTracker, before: set[str]) -> list[TrialOutcome]:
+    """The outcomes of a validation phase's trials; a trial left running was stopped."""
+    mine = [o for tid, o in tracker.outcomes.items() if tid not in before]
+    for o in mine:
+        if o.status == "RUNNING":  # never reported a result before the budget ran out
+            tracker.trial_stopped(o.trial.trial_id, "stopped by the time budget")
+    return mine
 
 
 def _save_status(state: SweepState, path: Path | None, status: str) -> None:

@@ -20,11 +20,13 @@ import ray
 import torch
 from ray import tune
 
+from lifelong.platform.expand import scenario_key, trial_from_config
 from lifelong.platform.learner import Learner
+from lifelong.platform.metrics import step_metrics
 from lifelong.platform.models import ModelConfig
 from lifelong.platform.plugins import import_on_worker, load_plugin
-from lifelong.platform.spec import TrialSpec
 from lifelong.platform.training import TrainingConfig
+from lifelong.platform.tuning import METRICS
 from lifelong.scenarios.stream import Stream
 from lifelong.strategies import build_strategy
 
@@ -35,9 +37,9 @@ CHECKPOINT_FILE = "learner.pt"
 
 def build_learner(config: dict[str, Any], stream: Stream) -> Learner:
     """Build the learner a trial's ``config`` (Tune param space entry) describes."""
-    trial = TrialSpec.from_dict(config["trial"])
-    model = ModelConfig.model_validate(config["model"])
-    training = TrainingConfig.model_validate(config["training"])
+    trial = trial_from_config(config)
+    model = ModelConfig.model_validate(trial.model or config["model"])
+    training = TrainingConfig.model_validate(trial.training or config["training"])
     if any(s.name.startswith("avalanche.") for s in trial.strategies):
         from lifelong.platform.avalanche_learner import build_avalanche_learner
 
@@ -67,7 +69,9 @@ def experience_result(
     learner: Learner, i: int, losses: dict[str, float], node: str
 ) -> dict[str, Any]:
     """The metrics a trial reports after experience ``i`` (plain Python values)."""
+    scalars = step_metrics(learner.R, i)
     return {
+        **{m: scalars[m] for m in METRICS},  # what a Tune scheduler or searcher reads
         "experience": i,
         "n_experiences": len(learner.experiences),
         "R": learner.R.tolist(),  # rows after i are NaN
@@ -101,11 +105,17 @@ def train_ahead(learner: Learner, node: str, out: queue.Queue[Any], stop: thread
         out.put(error)
 
 
-def train_trial(config: dict[str, Any], stream: Stream | SharedStream) -> None:
+def train_trial(
+    config: dict[str, Any],
+    stream: Stream | SharedStream | None = None,
+    streams: dict[str, Stream | SharedStream] | None = None,
+) -> None:
     """Train one trial, reporting metrics and a checkpoint after every experience.
 
     ``stream``: the sweep's stream, as a :class:`SharedStream` read zero-copy from
-    the node's object store (or a plain :class:`Stream`).
+    the node's object store (or a plain :class:`Stream`); ``streams``: instead,
+    every stream of a sweep that searches ``scenario`` fields, by
+    :func:`~lifelong.platform.expand.scenario_key`, of which the trial takes its own.
 
     Reporting is pipelined: Tune's function API blocks ``tune.report`` until the
     driver has processed the result (MLflow logging, Tune's bookkeeping), so the
@@ -115,6 +125,9 @@ def train_trial(config: dict[str, Any], stream: Stream | SharedStream) -> None:
     """
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     import_plugins(config.get("plugins", {}))
+    if streams is not None:
+        stream = streams[scenario_key(config["trial"]["scenario"])]
+    assert stream is not None, "train_trial needs a stream"
     stream = unpack(stream)
     learner = build_learner(config, stream)
     checkpoint = tune.get_checkpoint()

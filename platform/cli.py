@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +27,31 @@ for console in (out, err):  # logs and pipes: keep tables and messages on one li
 
 EXIT_BAD_INPUT = 2
 
+if TYPE_CHECKING:
+    from lifelong.platform.runner import Results, TrialResult
+    from lifelong.platform.spec import Experiment
+    from lifelong.platform.summary import TrialRecord
+
+
+def _version(value: bool) -> None:
+    if value:
+        from lifelong import __version__
+
+        out.print(f"lifelong {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """lifelong: distributed continual-learning sweeps tracked in MLflow."""
+
 
 def _bad_input(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -35,6 +61,14 @@ def _bad_input(message: str) -> typer.Exit:
 @app.command()
 def run(
     experiment_file: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="KEY=VALUE overrides of the file: dotted keys, YAML values, e.g. "
+            "training.lr=0.1 'strategies=[naive,ewc]' 'training.lr={grid: [0.01, 0.1]}'",
+            show_default=False,
+        ),
+    ] = None,
     address: Annotated[
         str | None,
         typer.Option(
@@ -69,112 +103,127 @@ def run(
             "default .lifelong/ray_results"
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="print the resolved experiment and its trials, then exit (no Ray, no MLflow)",
+        ),
+    ] = False,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="train the trials one after another in this process, without Ray "
+            "(for debugging a strategy: breakpoint() and pdb work)",
+        ),
+    ] = False,
 ) -> None:
     """Run the sweep an experiment file describes and print a summary per strategy.
 
     Ctrl-C (or SIGTERM) stops the trials, marks their MLflow runs KILLED, keeps
     their checkpoints and exits 130; ``--resume`` then finishes the sweep.
     """
-    from lifelong.cluster.state import SweepState, file_digest, state_path
-    from lifelong.cluster.sweep import (
-        ClusterConnectError,
-        SweepInterrupted,
-        ensure_ray,
-        in_ray_job,
-        plugin_imports,
-        run_sweep,
-    )
-    from lifelong.platform.plugins import discard_staged, stage_for_workers
-    from lifelong.platform.spec import SpecError, build_checked_stream, load_experiment
-    from lifelong.platform.summary import summarize, summary_table
-    from lifelong.platform.tracking import (
-        DEFAULT_TRACKING_URI,
-        SweepTracker,
-        resolve_tracking_uri,
-    )
+    from lifelong.cluster.state import SweepState, state_path
+    from lifelong.cluster.sweep import ClusterConnectError, SweepInterrupted
+    from lifelong.platform.runner import RunError, execute
+    from lifelong.platform.spec import SpecError, load_experiment
 
     try:
-        experiment = load_experiment(experiment_file)
+        experiment = load_experiment(experiment_file, overrides or ())
     except SpecError as e:
         raise _bad_input(str(e)) from None
-    try:
-        stream = build_checked_stream(experiment)  # the data itself: empty, NaN, bad labels
-    except SpecError as e:
-        raise _bad_input(str(e)) from None
+    if dry_run:
+        from lifelong.platform.dry_run import print_dry_run
+
+        print_dry_run(experiment, out)
+        return
     name = experiment_name or experiment.name
-    state_file = state_path(experiment_file, name)
+    state_file = state_path(experiment_file, name, overrides=experiment.overrides)
     previous = SweepState.load(state_file) if resume else None
     if resume:
         if previous is None or previous.status == "ended":
             what = "no stopped sweep" if previous is None else "its sweep ended; nothing"
             raise _bad_input(f"{experiment_file}: {what} to resume (state: {state_file})")
-        if previous.file_sha256 != file_digest(experiment_file):
+        if previous.file_sha256 != experiment.digest:
             raise _bad_input(
-                f"{experiment_file} changed since its sweep started; a resumed sweep "
-                "must run the same trials (run it without --resume for a new sweep)"
+                f"{experiment_file} (or its command-line overrides) changed since its sweep "
+                "started; a resumed sweep must run the same trials (give the same overrides, "
+                "or run it without --resume for a new sweep)"
             )
-        tracking_uri = tracking_uri or previous.tracking_uri
-    uri = resolve_tracking_uri(tracking_uri)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "creating tables" notices
-    tracker = SweepTracker(experiment, uri, name)
-    n = len(experiment.trials())
-    err.print(
-        f"lifelong: {n} trials of {stream.name} ({len(stream)} experiences), tracking to {uri}",
-        highlight=False,
-    )
-    job = in_ray_job()  # `lifelong submit`: the job's working_dir carries the plugins
-    runtime_env, shipped = ({}, None) if job else stage_for_workers(list(experiment.plugins))
-    staged = list(runtime_env.get("py_modules", []))  # ray.init rewrites them to URIs
     try:
-        started = ensure_ray(address, num_cpus=num_cpus, runtime_env=runtime_env)
-    except ClusterConnectError as e:
-        discard_staged(staged)
-        raise _bad_input(str(e)) from None
-    imports = plugin_imports(
-        experiment, shipped if started else None, relative_to=Path.cwd() if job else None
-    )
-    try:
-        outcomes = run_sweep(
+        results = execute(
             experiment,
-            stream,
-            tracker,
-            console=err,
-            plugins=imports,
-            storage_path=storage,
-            state_file=state_file,
+            address=address,
+            tracking_uri=tracking_uri,
+            experiment_name=name,
+            num_cpus=num_cpus,
+            storage=storage,
             resume=previous,
+            state_file=state_file,
+            in_process=in_process,
+            console=err,
         )
+    except (SpecError, RunError, ClusterConnectError) as e:
+        raise _bad_input(str(e)) from None
     except (SweepInterrupted, KeyboardInterrupt) as e:
+        again = "" if experiment.spec.tune else " --resume"
         err.print(
-            f"[bold yellow]stopped:[/] {e or 'interrupted'}; unfinished trials are KILLED in "
-            f"MLflow, their checkpoints kept. Continue with: lifelong run {experiment_file} "
-            "--resume" + (f" --address {address}" if address else ""),
+            f"[bold yellow]stopped:[/] {escape(str(e) or 'interrupted')}; unfinished trials are "
+            f"KILLED in MLflow, their checkpoints kept. Continue with: lifelong run "
+            f"{experiment_file}{again}" + (f" --address {address}" if address else ""),
             highlight=False,
             soft_wrap=True,
         )
-        tracker.client.close(wait=False)
         raise typer.Exit(130) from None
-    finally:
-        if started:
-            import ray
+    _print_results(results, experiment)
 
-            ray.shutdown()
-        discard_staged(staged)  # Ray uploaded the plugin files when it started
-    tracker.client.close()  # a tracking store that was down: replay, or say where results are
-    rows = summarize(outcomes)
-    out.print(
-        summary_table(
-            rows, title=f"{tracker.experiment_name}: final metrics, mean ± std over seeds"
-        )
-    )
+
+def _print_results(results: Results, experiment: Experiment) -> None:
+    """The end of ``lifelong run``: tables, failures, where to look; exit 1 if a trial failed."""
+    from lifelong.platform.summary import summarize, summary_table
+    from lifelong.platform.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+    if results.tuned is not None:
+        from lifelong.cluster.tuning import choices_table
+
+        assert experiment.spec.tune is not None
+        title = f"{results.experiment_name}: validation phase (hyperparameters chosen here)"
+        out.print(choices_table(results.tuned, experiment.spec.tune, title))
+    rows = summarize([_record(t) for t in results.trials])
+    phase = "test phase, " if results.tuned is not None else ""
+    title = f"{results.experiment_name}: {phase}final metrics, mean ± std over seeds"
+    if rows:
+        out.print(summary_table(rows, title=title))
     failed = [(r.label, f) for r in rows for f in r.failed]
     for label, reason in failed:
-        out.print(f"[red]FAILED[/] {label} {reason}", highlight=False, soft_wrap=True)
+        out.print(
+            f"[red]FAILED[/] {escape(label)} {escape(reason)}", highlight=False, soft_wrap=True
+        )
+    uri = results.tracking_uri
     default = uri == resolve_tracking_uri(DEFAULT_TRACKING_URI)
     ui = "lifelong ui" + ("" if default else f" --tracking-uri {uri}")
     out.print(f"Open the MLflow UI: {ui}", highlight=False, soft_wrap=True)
-    if failed:
+    if failed or not results.trials:
         raise typer.Exit(1)
+
+
+def _record(t: TrialResult) -> TrialRecord:
+    from lifelong.platform import metrics as M
+    from lifelong.platform.summary import TrialRecord
+
+    R = t.R
+    finite = R is not None and np.isfinite(R).all()
+    return TrialRecord(
+        label=t.label,
+        seed=t.seed,
+        status=t.status,
+        final=dict(t.metrics),
+        curve=tuple(M.average_accuracy(R, i) for i in range(R.shape[0])) if finite else (),
+        final_acc=tuple(float(v) for v in R[-1]) if finite else (),
+        run_id=t.run_id,
+        error=t.error,
+    )
 
 
 KINDS = ("strategies", "scenarios", "models")

@@ -7,11 +7,24 @@ Each argument names what to compare, tried in this order:
    (several sweeps of one experiment merge; see below);
 3. a sweep id (the ``sweep`` tag, e.g. ``20261123-090000``): that sweep's trials.
 
-Several arguments are compared together. Trials merge by strategy label;
-when the same (scenario, strategy, seed) appears more than once, the newest
-finished run counts. Strategies of different scenarios are told apart by a
-``[scenario]`` suffix. Final values are the runs' latest metrics (the last
-experience's step); the curves come from ``acc/avg``'s history.
+Several arguments are compared together. **Trials merge into one row only when
+their whole resolved configuration is equal except the seed**: the child run's
+params ``scenario.*``, ``model.*``, ``training.*``, ``strategy.*``, ``tune.*``,
+``strategies`` and ``phase`` (:func:`config_of`); not ``seed``, not the
+``strategy`` label (display only) and not ``resources.*`` (how much hardware a
+trial had does not change what it computes). Each configuration is one row,
+named by its strategy label; where rows differ in settings, the label shows the
+differing values (:func:`row_labels`): ``naive [training.lr=0.1]``,
+``ewc [ewc.mode=online]``, with a short digest of the configuration as a last
+resort. A configuration logged under several labels takes the first in sorted
+order.
+
+Within a row, one run per seed counts: the newest FINISHED one (else the newest
+run, shown as failed). Other runs of the same configuration and seed are
+*repeats*: they are not averaged in, but counted in the seeds column
+(``2 (+4 repeats)``), listed on stderr and in JSON (``repeats``). Final values
+are the runs' latest metrics (the last experience's step); the curves come from
+``acc/avg``'s history.
 
 The statistics (mean ± sample std over seeds, the paired or Welch t-test
 against the best, alpha) are those of :mod:`lifelong.platform.summary`.
@@ -19,11 +32,13 @@ against the best, alpha) are those of :mod:`lifelong.platform.summary`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,6 +47,7 @@ import typer
 from lifelong.platform.summary import ALPHA, TrialRecord
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
@@ -39,6 +55,17 @@ FORMATS = ("table", "md", "csv", "json")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _SWEEP_ID = re.compile(r"^[\w.\-]+$")
 _EXP_J = re.compile(r"^acc/exp_(\d+)$")
+
+CONFIG_PREFIXES: tuple[str, ...] = ("scenario.", "model.", "training.", "strategy.", "tune.")
+"""Params whose key starts with one of these are part of a trial's configuration."""
+
+CONFIG_KEYS: tuple[str, ...] = ("strategies", "phase")
+"""Params that are part of a trial's configuration by their exact key."""
+
+MISSING = "∅"
+"""Shown in a label for a configuration key a run did not log."""
+
+_SHORT = 8  # hex digits of a run id or digest shown to people
 
 
 class CompareError(ValueError):
@@ -129,6 +156,132 @@ def resolve(client: MlflowClient, arg: str) -> Source:
     )
 
 
+# ----------------------------------------------------------- configurations
+def config_of(params: Mapping[str, str]) -> dict[str, str]:
+    """A trial's resolved configuration from its MLflow params, keys sorted.
+
+    Everything that decides what the trial computes except its seed: the params
+    under :data:`CONFIG_PREFIXES` and those named in :data:`CONFIG_KEYS`. Not
+    ``seed``, not ``strategy`` (the label, display only), not ``resources.*``.
+    """
+    return {
+        k: str(params[k])
+        for k in sorted(params)
+        if k.startswith(CONFIG_PREFIXES) or k in CONFIG_KEYS
+    }
+
+
+def config_digest(config: Mapping[str, str]) -> str:
+    """A stable digest of a configuration (SHA-256 hex of its canonical JSON).
+
+    Equal for equal configurations whatever the key order; any other
+    difference, a missing key included, changes it.
+    """
+    text = json.dumps(sorted(config.items()), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_strategy_key(key: str) -> bool:
+    """Strategy-side keys: compared only among rows of one strategy label."""
+    return key == "strategies" or key.startswith("strategy.")
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """One row of a comparison before it is labelled: a configuration and its label."""
+
+    base: str
+    config: Mapping[str, str]
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            object.__setattr__(self, "digest", config_digest(self.config))
+
+
+def _differs(configs: Sequence[Mapping[str, str]], key: str) -> bool:
+    """Whether ``key`` has more than one value (missing counts as a value) in ``configs``."""
+    return len({c.get(key) for c in configs}) > 1
+
+
+def _strategy_keys_by_label(rows: Sequence[RowConfig]) -> dict[str, list[str]]:
+    """Per strategy label, the strategy-side keys its configurations differ in."""
+    groups: dict[str, list[Mapping[str, str]]] = {}
+    for r in rows:
+        groups.setdefault(r.base, []).append(r.config)
+    out = {}
+    for base, configs in groups.items():
+        keys = sorted({k for c in configs for k in c if _is_strategy_key(k)})
+        out[base] = [k for k in keys if _differs(configs, k)]
+    return out
+
+
+def _global_keys(rows: Sequence[RowConfig]) -> list[str]:
+    """The non-strategy keys whose value is not the same in every configuration."""
+    configs = [r.config for r in rows]
+    keys = sorted({k for c in configs for k in c if not _is_strategy_key(k)})
+    return [k for k in keys if _differs(configs, k)]
+
+
+def differing_keys(rows: Sequence[RowConfig]) -> list[str]:
+    """The configuration keys rows differ in, sorted.
+
+    A non-strategy key counts when its value is not the same in all
+    configurations; a strategy key (``strategies``, ``strategy.<name>.<field>``)
+    when it differs among the configurations of one strategy label.
+    """
+    keys = set(_global_keys(rows))
+    for ks in _strategy_keys_by_label(rows).values():
+        keys.update(ks)
+    return sorted(keys)
+
+
+def _shown_name(key: str) -> str:
+    """A key as a label shows it: ``strategy.ewc.mode`` as ``ewc.mode``."""
+    return key.removeprefix("strategy.")
+
+
+def _label(row: RowConfig, keys: Sequence[str]) -> str:
+    if not keys:
+        return row.base
+    values = ", ".join(f"{_shown_name(k)}={row.config.get(k, MISSING)}" for k in keys)
+    return f"{row.base} [{values}]"
+
+
+def row_labels(rows: Sequence[RowConfig]) -> dict[str, str]:
+    """A unique display label per configuration digest.
+
+    Each row shows the non-strategy keys that differ across all rows and the
+    ``strategy.<name>.<field>`` keys (as ``<name>.<field>``) that differ among
+    the rows of its strategy label, sorted as shown: ``naive [training.lr=0.1]``.
+    Values are shown verbatim, :data:`MISSING` where a run did not log the key.
+    Rows whose labels still coincide (they differ only in a key a label does not
+    show, such as ``strategies``) get a short digest suffix: ``naive #1a2b3c4d``.
+    """
+    shared = _global_keys(rows)
+    own = _strategy_keys_by_label(rows)
+    labels = {}
+    for r in rows:
+        shown = {*shared, *(k for k in own[r.base] if k.startswith("strategy."))}
+        labels[r.digest] = _label(r, sorted(shown, key=_shown_name))
+    return _disambiguate(labels)
+
+
+def _disambiguate(labels: dict[str, str]) -> dict[str, str]:
+    """Append a digest prefix, as long as needed, to labels that several digests share."""
+    out = dict(labels)
+    for n in (_SHORT, 16, 64):
+        seen: dict[str, list[str]] = {}
+        for digest, label in out.items():
+            seen.setdefault(label, []).append(digest)
+        clashes = [d for ds in seen.values() if len(ds) > 1 for d in ds]
+        if not clashes:
+            break
+        for d in clashes:
+            out[d] = f"{labels[d]} #{d[:n]}"
+    return out
+
+
 def record_from_run(client: MlflowClient, run: Run) -> TrialRecord:
     """A :class:`TrialRecord` from a child run: tags, latest metrics, ``acc/avg`` history."""
     tags, finished = run.data.tags, run.info.status == "FINISHED"
@@ -147,8 +300,8 @@ def record_from_run(client: MlflowClient, run: Run) -> TrialRecord:
         if per_exp and sorted(per_exp) == list(range(len(per_exp))):
             final_acc = tuple(per_exp[j] for j in range(len(per_exp)))
     return TrialRecord(
-        label=tags.get("strategy") or run.data.params.get("strategy", run.info.run_name or "?"),
-        seed=int(tags.get("seed", run.data.params.get("seed", -1))),
+        label=_base_label(run),
+        seed=_seed(run),
         status=run.info.status,
         final=dict(run.data.metrics),
         curve=curve,
@@ -156,7 +309,7 @@ def record_from_run(client: MlflowClient, run: Run) -> TrialRecord:
         scenario=tags.get("scenario", ""),
         sweep=tags.get("sweep", ""),
         run_id=run.info.run_id,
-        error=tags.get("lifelong.error"),
+        error=tags.get("lifelong.error") or tags.get("lifelong.early_stopped"),
     )
 
 
@@ -164,30 +317,172 @@ def _order(m) -> tuple[int, int]:  # noqa: ANN001 - mlflow Metric
     return (m.step, m.timestamp)
 
 
-def load_records(client: MlflowClient, args: Sequence[str]) -> tuple[list[TrialRecord], list[str]]:
-    """Resolve every argument, read its trials and merge them (see the module docstring).
+def _base_label(run: Run) -> str:
+    """The strategy label a run was logged under, without search values (tags, param, name).
 
-    Returns the records and one description line per argument.
+    A trial of a search space is tagged ``lifelong.strategy_base`` (``ewc``) beside
+    its full label (``ewc [ewc.lambda=10]``); the row label adds the values again.
     """
-    sources = [resolve(client, a) for a in args]
+    tags, params = run.data.tags, run.data.params
+    return (
+        tags.get("lifelong.strategy_base")
+        or tags.get("strategy")
+        or params.get("strategy")
+        or run.info.run_name
+        or "?"
+    )
+
+
+def _seed(run: Run) -> int:
+    return int(run.data.tags.get("seed", run.data.params.get("seed", -1)))
+
+
+def _newest_finished_first(run: Run) -> tuple[bool, int, str]:
+    """Which run of a (configuration, seed) counts: finished first, then the newest."""
+    return (run.info.status != "FINISHED", -(run.info.start_time or 0), run.info.run_id)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Trials read back for a comparison, one record per (configuration, seed).
+
+    ``lines`` describes each argument; ``differing_keys`` are the configuration
+    keys the rows differ in; ``notes`` are the lines ``compare`` prints on stderr
+    about them and about repeated runs.
+    """
+
+    records: list[TrialRecord]
+    lines: list[str]
+    differing_keys: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _unique_runs(sources: Sequence[Source]) -> list[Run]:
     runs: dict[str, Run] = {}
     for s in sources:
         for r in s.runs:
             runs.setdefault(r.info.run_id, r)
+    return list(runs.values())
 
-    def newest_first(r: Run) -> tuple[bool, int]:
-        return (r.info.status != "FINISHED", -(r.info.start_time or 0))
 
-    chosen: dict[tuple[str, str, str], Run] = {}
-    for r in sorted(runs.values(), key=newest_first):
-        t = r.data.tags
-        chosen.setdefault((t.get("scenario", ""), t.get("strategy", ""), t.get("seed", "")), r)
-    records = [record_from_run(client, r) for r in chosen.values()]
-    if len({r.scenario for r in records}) > 1:
-        records = [replace(r, label=f"{r.label} [{r.scenario}]") for r in records]
+def _row_configs(runs: Sequence[Run]) -> tuple[dict[str, str], dict[str, RowConfig]]:
+    """Each run's configuration digest, and one :class:`RowConfig` per digest."""
+    digest_of: dict[str, str] = {}
+    configs: dict[str, dict[str, str]] = {}
+    bases: dict[str, set[str]] = {}
+    for r in runs:
+        config = config_of(r.data.params)
+        d = config_digest(config)
+        digest_of[r.info.run_id] = d
+        configs[d] = config
+        bases.setdefault(d, set()).add(_base_label(r))
+    rows = {d: RowConfig(min(bases[d]), configs[d], d) for d in configs}
+    return digest_of, rows
+
+
+def _repeat_note(record: TrialRecord, runs: Sequence[Run]) -> str:
+    ids = ", ".join(r.info.run_id[:_SHORT] for r in runs)
+    counted = record.run_id[:_SHORT]
+    which = (
+        f"the newest finished run ({counted}) counts"
+        if record.status == "FINISHED"
+        else f"none finished; the newest ({counted}) is shown"
+    )
+    return f"note: {record.label} seed {record.seed} ran {len(runs)} times (runs {ids}); {which}"
+
+
+def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) -> Loaded:
+    """Resolve every argument, read its trials and merge them (see the module docstring).
+
+    ``phase``: only a tuned sweep's ``tune`` (validation) or ``test`` trials
+    (tag ``lifelong.phase``); trials of untuned sweeps count as ``test``.
+    """
+    sources = [resolve(client, a) for a in args]
+    runs = _unique_runs(sources)
+    if phase is not None:
+        runs = [r for r in runs if r.data.tags.get("lifelong.phase", "test") == phase]
+    digest_of, row_configs = _row_configs(runs)
+    labels = row_labels(list(row_configs.values()))
+    groups: dict[tuple[str, int], list[Run]] = {}
+    for r in sorted(runs, key=_newest_finished_first):
+        groups.setdefault((digest_of[r.info.run_id], _seed(r)), []).append(r)
+    records, notes = [], []
+    for (digest, _), group in groups.items():
+        record = replace(
+            record_from_run(client, group[0]),
+            label=labels[digest],
+            config_digest=digest,
+            repeats=tuple(r.info.run_id for r in group[1:]),
+        )
+        records.append(record)
+        if len(group) > 1:
+            notes.append((record.label, record.seed, _repeat_note(record, group)))
     records.sort(key=lambda r: (r.label, r.seed))
+    keys = differing_keys(list(row_configs.values()))
+    head = (
+        [f"note: rows differ in {', '.join(keys)}; rows are never merged across different settings"]
+        if keys
+        else []
+    )
     lines = [f"{s.description}: {len(s.runs)} trial run(s)" for s in sources]
-    return records, lines
+    return Loaded(records, lines, keys, head + [n for *_, n in sorted(notes)])
+
+
+def load_records(client: MlflowClient, args: Sequence[str]) -> tuple[list[TrialRecord], list[str]]:
+    """The records and the per-argument lines of :func:`load`."""
+    loaded = load(client, args)
+    return loaded.records, loaded.lines
+
+
+def comparison_frame(
+    names: Sequence[str],
+    *,
+    tracking_uri: str | None = None,
+    metric: str = "acc/avg",
+    alpha: float = ALPHA,
+    phase: str | None = None,
+) -> pd.DataFrame:
+    """The comparison of ``names`` as a DataFrame (``lifelong.compare``; see its docstring).
+
+    Raises:
+        CompareError: a name matches nothing, or no trial logged ``metric``.
+    """
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from lifelong.platform.summary import SUMMARY_METRICS, columns_for, compare_rows, summarize
+    from lifelong.platform.summary import to_records as comparison_records
+    from lifelong.platform.tracking import resolve_tracking_uri
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    loaded = load(client, names, phase)
+    if metric not in {k for r in loaded.records for k in r.final}:
+        raise CompareError(f"no trial of {', '.join(names)} logged {metric!r}")
+    extra = [] if metric in SUMMARY_METRICS else [metric]
+    rows = summarize(loaded.records, [*SUMMARY_METRICS, *extra])
+    comparison = compare_rows(rows, metric, alpha, columns_for(rows, [metric]))
+    digests = {r.label: r.config_digest for r in loaded.records}
+    out = []
+    for rec in comparison_records(comparison):
+        row: dict[str, object] = {
+            "rank": rec["rank"],
+            "strategy": rec["strategy"],
+            "n_finished": rec["n_finished"],
+            "seeds": rec["seeds"],
+            "config_digest": digests.get(rec["strategy"], ""),
+        }
+        for m, cell in rec["metrics"].items():
+            row |= {
+                f"{m}:mean": cell["mean"],
+                f"{m}:std": cell["std"],
+                f"{m}:best": cell["best"],
+                f"{m}:p_vs_best": cell["p_vs_best"],
+            }
+        out.append(row)
+    frame = pd.DataFrame(out)
+    frame.attrs["differing_keys"] = list(loaded.differing_keys)
+    frame.attrs["notes"] = list(loaded.notes)
+    return frame
 
 
 def compare(
@@ -214,11 +509,22 @@ def compare(
     plots: Annotated[
         Path | None, typer.Option(help="also write the summary figures (PNG) into this folder")
     ] = None,
+    phase: Annotated[
+        str,
+        typer.Option(
+            help="a tuned sweep's trials to compare: test (the reported numbers), tune "
+            "(the validation phase) or all"
+        ),
+    ] = "all",
     alpha: Annotated[
         float, typer.Option(min=1e-6, max=0.5, help="significance level of the t-tests")
     ] = ALPHA,
 ) -> None:
     """Compare strategies over seeds: ranked mean ± std table, best and seed-noise ties marked.
+
+    One row per configuration: trials merge only when every setting but the
+    seed is equal; labels show the settings rows differ in (``naive
+    [training.lr=0.1]``), and repeated runs of a seed are reported on stderr.
 
     Differences from the best strategy of each column are tested with a
     two-sided paired t-test over the seeds both finished (Welch's t-test where
@@ -248,9 +554,12 @@ def compare(
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri)
     try:
-        records, lines = load_records(client, sources)
+        if phase not in ("all", "tune", "test"):
+            raise CompareError(f"--phase: use all, tune or test, not {phase!r}")
+        loaded = load(client, sources, None if phase == "all" else phase)
     except CompareError as e:
         raise _bad_input(f"{e} (tracking URI {uri})") from None
+    records, lines = loaded.records, loaded.lines
     logged = {k for r in records for k in r.final}
     if metric not in logged:
         shown = ", ".join(sorted(k for k in logged if not k.startswith("acc/exp_")))
@@ -259,8 +568,8 @@ def compare(
     if not any(r.n_finished for r in rows):
         raise _bad_input(f"none of the {len(records)} trials of {', '.join(sources)} finished")
     comparison = compare_rows(rows, metric, alpha, columns_for(rows, [metric]))
-    for line in lines:
-        err.print(line, highlight=False, soft_wrap=True)
+    for line in [*lines, *loaded.notes]:  # labels hold brackets: no rich markup
+        err.print(line, highlight=False, soft_wrap=True, markup=False)
     title = " + ".join(sources)
     if format == "table":
         out.print(render_table(comparison, title=f"{title}: final metrics over seeds"))
@@ -269,12 +578,12 @@ def compare(
     elif format == "csv":
         sys.stdout.write(render_csv(comparison))
     else:
-        sys.stdout.write(render_json(comparison, lines))
+        sys.stdout.write(render_json(comparison, lines, loaded.differing_keys))
     if plots is not None:
         for path in write_figures(records, plots, title=title):
             err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     failed = [(r.label, f) for r in rows for f in r.failed]
     for label, reason in failed:
-        err.print(f"not counted: {label} {reason}", highlight=False, soft_wrap=True)
+        err.print(f"not counted: {label} {reason}", highlight=False, soft_wrap=True, markup=False)
     if any(math.isnan(r.mean.get(metric, math.nan)) for r in rows if r.n_finished):
         err.print(f"note: some strategies have no finite {metric}", highlight=False)

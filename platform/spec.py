@@ -7,9 +7,10 @@ An experiment file is YAML. It is validated completely before anything starts
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lifelong.platform.models import MODELS, ModelConfig
+from lifelong.platform.overrides import apply_overrides
 from lifelong.platform.plugins import PluginError, PluginRef, load_entry_points, load_plugin
+from lifelong.platform.search import FoundSpaces, Space, extract_spaces, set_path
 from lifelong.platform.training import TrainingConfig
+from lifelong.platform.tuning import TuneSection
+from lifelong.platform.tuning import problems as tune_problems
 from lifelong.scenarios import ScenarioConfig, ScenarioError, Stream, build_stream, check_scenario
 from lifelong.scenarios.builder import source_config
 from lifelong.strategies import STRATEGIES, get_strategy
@@ -32,7 +37,7 @@ MAX_WIDTH = 1_000_000  # a hidden layer wider than this is a typo, not a model
 class SpecError(ValueError):
     """An invalid experiment file: a list of ``(location, line, message)`` problems."""
 
-    def __init__(self, file: str, problems: Sequence[tuple[Loc, int | None, str]]) -> None:
+    def __init__(self, file: str, problems: Sequence[tuple[Loc, int | str | None, str]]) -> None:
         self.file = file
         self.problems = list(problems)
         super().__init__(self.render())
@@ -41,7 +46,10 @@ class SpecError(ValueError):
         """Return one line per problem: ``FILE:LINE: field: message``."""
         lines = []
         for loc, line, msg in self.problems:
-            where = f"{self.file}:{line}" if line else self.file
+            if isinstance(line, str):  # e.g. "command line (training.lr=x)"
+                where = line
+            else:
+                where = f"{self.file}:{line}" if line else self.file
             field = format_loc(loc)
             lines.append(f"{where}: {field + ': ' if field else ''}{msg}")
         return "\n".join(lines)
@@ -106,6 +114,15 @@ class ExperimentSpec(BaseModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     max_failures: int = Field(0, ge=0, le=100, description="retries of a failed trial")
     max_concurrent_trials: int | None = Field(None, ge=1)
+    num_samples: int = Field(
+        1, ge=1, le=10_000, description="draws of the random search spaces per grid point"
+    )
+    tune: TuneSection | None = Field(
+        None, description="choose hyperparameters on a validation stream first (docs/tuning.md)"
+    )
+    search_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="random state of the search-space draws"
+    )
 
     @field_validator("name")
     @classmethod
@@ -138,11 +155,23 @@ class ExperimentSpec(BaseModel):
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One trial: a composition of strategies and a seed."""
+    """One trial: a composition of strategies, a seed and the resolved configuration.
+
+    ``scenario``, ``model`` and ``training`` are the trial's own sections (plain
+    data, search-space values filled in; empty for a trial built by hand, which
+    then uses the experiment's). ``varied`` holds the values a search space chose,
+    as (MLflow param key, value) pairs; ``base_label`` is the strategy label
+    without them.
+    """
 
     strategies: tuple[StrategySpec, ...]
     seed: int
     label: str
+    scenario: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    varied: tuple[tuple[str, Any], ...] = ()
+    base_label: str = ""
 
     @property
     def trial_id(self) -> str:
@@ -155,71 +184,110 @@ class TrialSpec:
             "seed": self.seed,
             "label": self.label,
             "strategies": [{"name": s.name, "params": dict(s.params)} for s in self.strategies],
+            "scenario": self.scenario,
+            "model": self.model,
+            "training": self.training,
+            "varied": [list(kv) for kv in self.varied],
+            "base_label": self.base_label,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(StrategySpec(**s) for s in d["strategies"]), int(d["seed"]), d["label"])
+        return cls(
+            tuple(StrategySpec(**s) for s in d["strategies"]),
+            int(d["seed"]),
+            d["label"],
+            dict(d.get("scenario") or {}),
+            dict(d.get("model") or {}),
+            dict(d.get("training") or {}),
+            tuple((str(k), v) for k, v in d.get("varied", [])),
+            d.get("base_label") or d["label"],
+        )
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A validated experiment: the spec, its strategy groups and where it came from."""
+    """A validated experiment: the spec, its strategy groups and where it came from.
+
+    ``spaces`` holds the search spaces of ``scenario``/``model``/``training``
+    (MLflow param key, e.g. ``training.lr`` -> space) and ``group_spaces`` those
+    of each strategy group's hyperparameters (``strategy.ewc.lambda`` -> space);
+    ``spec`` holds each searched field's first candidate. ``overrides`` are the
+    command line's ``key=value`` pairs, already applied. ``fixed_trials``, when
+    given, are the trials instead of the expansion (a tuned sweep's test phase).
+    """
 
     spec: ExperimentSpec
     groups: tuple[tuple[StrategySpec, ...], ...]
     path: Path | None
     raw: dict[str, Any]
     plugins: tuple[PluginRef, ...] = ()
+    spaces: dict[str, Space] = field(default_factory=dict)
+    group_spaces: tuple[dict[str, Space], ...] = ()
+    overrides: tuple[str, ...] = ()
+    fixed_trials: tuple[TrialSpec, ...] = ()
 
     @property
     def name(self) -> str:
         """MLflow experiment name: ``name`` from the file, else the file's stem."""
         return self.spec.name or (self.path.stem if self.path else "lifelong")
 
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the file's text and the overrides: what ``--resume`` must match."""
+        text = self.path.read_bytes() if self.path else b""
+        return hashlib.sha256(text + "\0".join(self.overrides).encode()).hexdigest()
+
     def trials(self) -> list[TrialSpec]:
-        """Every (strategy group, seed) pair, in file order."""
-        return [
-            TrialSpec(g, seed, label)
-            for g, label in zip(self.groups, self.labels(), strict=True)
-            for seed in self.spec.seeds
-        ]
+        """Every (configuration, seed) pair, in file order (see :mod:`.search`)."""
+        from lifelong.platform.expand import expand_trials
+
+        return expand_trials(self)
 
     def labels(self) -> list[str]:
         """Composed strategy names (``l2+center_loss``), unique within the experiment.
 
         Groups that would share a name are told apart by the hyperparameters
-        that differ from the strategy's defaults: ``ewc(lambda=10)``.
+        that differ from the strategy's defaults: ``ewc(lambda=10)``. Searched
+        hyperparameters are left out here; trial labels name their values.
         """
         plain = ["+".join(s.name for s in g) for g in self.groups]
+        searched = [set(g) for g in self.group_spaces] or [set() for _ in self.groups]
         return [
-            p if plain.count(p) == 1 else "+".join(_with_params(s) for s in g)
-            for p, g in zip(plain, self.groups, strict=True)
+            p if plain.count(p) == 1 else "+".join(_with_params(s, keys) for s in g)
+            for p, g, keys in zip(plain, self.groups, searched, strict=True)
         ]
 
 
-def _with_params(s: StrategySpec) -> str:
+def _with_params(s: StrategySpec, searched: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     if s.name.startswith("avalanche."):
         from lifelong.platform.avalanche_learner import defaults as avalanche_defaults
 
         defaults = avalanche_defaults(s.name)
     else:
         defaults = get_strategy(s.name).Config().model_dump(by_alias=True)
-    changed = [f"{k}={v}" for k, v in s.params.items() if defaults.get(k) != v]
+    changed = [
+        f"{k}={v}"
+        for k, v in s.params.items()
+        if defaults.get(k) != v and f"strategy.{s.name}.{k}" not in searched
+    ]
     return f"{s.name}({','.join(changed)})" if changed else s.name
 
 
 # --------------------------------------------------------------------- loading
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file; raise :class:`SpecError` on any problem."""
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
+    """Read and validate an experiment file; raise :class:`SpecError` on any problem.
+
+    ``overrides``: ``dotted.key=YAML`` pairs (``training.lr=0.1``) applied first.
+    """
     path = Path(path)
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(file, [((), None, f"cannot read the file: {e}")]) from None
-    return parse_experiment(text, file=file, path=path)
+    return parse_experiment(text, file=file, path=path, overrides=overrides)
 
 
 def build_checked_stream(experiment: Experiment) -> Stream:
@@ -228,15 +296,36 @@ def build_checked_stream(experiment: Experiment) -> Stream:
     Problems of the data itself (an empty experience, NaN inputs, labels
     outside the classes, an unreadable ``arrays`` file) become a
     :class:`SpecError` located at the ``scenario`` section, naming the experience.
+    For an experiment that searches ``scenario`` fields this is the first
+    candidate's stream; :func:`build_checked_streams` builds every one.
     """
+    return _checked(experiment, experiment.spec.scenario, "")
+
+
+def build_checked_streams(experiment: Experiment) -> dict[str, Stream]:
+    """Every distinct stream the experiment's trials learn, by :func:`scenario_key`."""
+    from lifelong.platform.expand import scenario_key
+
+    wanted: dict[str, dict[str, Any]] = {}
+    for trial in experiment.trials():
+        wanted.setdefault(scenario_key(trial.scenario), trial.scenario)
+    out = {}
+    for key, data in wanted.items():
+        config = ScenarioConfig.model_validate(data)
+        note = f" (scenario {key})" if len(wanted) > 1 else ""
+        out[key] = _checked(experiment, config, note)
+    return out
+
+
+def _checked(experiment: Experiment, config: ScenarioConfig, note: str) -> Stream:
     file = str(experiment.path) if experiment.path else "<experiment>"
     try:
-        return build_stream(experiment.spec.scenario)
+        return build_stream(config)
     except ScenarioError as e:
         loc: Loc = ("scenario", *e.field.split("."))
-        message = e.message
+        message = e.message + note
     except (ValueError, MemoryError) as e:
-        loc, message = ("scenario",), f"cannot build the stream: {_clip(str(e), 300)}"
+        loc, message = ("scenario",), f"cannot build the stream{note}: {_clip(str(e), 300)}"
     node = None
     if experiment.path is not None:
         try:
@@ -247,9 +336,17 @@ def build_checked_stream(experiment: Experiment) -> Stream:
 
 
 def parse_experiment(
-    text: str, *, file: str = "<experiment>", path: Path | None = None
+    text: str,
+    *,
+    file: str = "<experiment>",
+    path: Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> Experiment:
-    """Validate experiment YAML ``text``; ``file`` names it in error messages."""
+    """Validate experiment YAML ``text``; ``file`` names it in error messages.
+
+    ``overrides`` are ``dotted.key=YAML`` pairs from the command line, applied
+    before validation; a problem they cause is located at the override.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -272,9 +369,64 @@ def parse_experiment(
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else type(raw).__name__
         raise SpecError(file, [((), 1, f"the file must be a YAML mapping, got {kind}")])
+    overridden: list[tuple[Loc, str]] = []
+    if overrides:
+        raw, overridden, override_problems = apply_overrides(raw, overrides)
+        if override_problems:
+            raise SpecError(
+                file, [(loc, f"command line ({o})", m) for loc, o, m in override_problems]
+            )
+
+    def where(loc: Loc) -> int | str | None:
+        for prefix, text in overridden:
+            if loc[: len(prefix)] == prefix:
+                return f"command line ({text})"
+        return _line(node, loc)
+
     refs, problems = _load_plugins(raw.get("plugins", []), path)
     if problems:  # unknown names would follow from a plugin that did not load
-        raise SpecError(file, [(loc, _line(node, loc), msg) for loc, msg in problems])
+        raise SpecError(file, [(loc, where(loc), msg) for loc, msg in problems])
+    found = extract_spaces(raw)
+    problems += found.problems
+    plain_problems: list[tuple[Loc, str]] = []
+    spec, groups = _validate(found.plain, plain_problems)
+    bad = [where for where, _ in found.problems]  # malformed spaces: said once, above
+    problems += [
+        (found.locate(loc), msg)
+        for loc, msg in plain_problems
+        if not any(loc[: len(b)] == b[: len(loc)] for b in bad)
+    ]
+    if spec is not None and not problems:
+        problems += _candidate_problems(found)
+    if spec is not None and spec.tune is not None and spec.tune.search == "optuna":
+        for where_, space in found.located:
+            if space.kind == "grid":
+                msg = "optuna draws configurations and does not enumerate a grid; use choice"
+                problems.append(((*where_, "grid"), msg))
+    if spec is not None and not problems:
+        if spec.num_samples > 1 and not found.has_random():
+            msg = "repeats random draws (choice, uniform, ...); with no such space it must be 1"
+            problems.append((("num_samples",), msg))
+    if problems:
+        raise SpecError(file, [(loc, where(loc), msg) for loc, msg in problems])
+    assert spec is not None
+    group_spaces = tuple(found.group_spaces(i) for i in range(len(groups)))
+    return Experiment(
+        spec,
+        tuple(groups),
+        path,
+        raw,
+        tuple(refs),
+        spaces=found.global_spaces(),
+        group_spaces=group_spaces,
+        overrides=tuple(overrides),
+    )
+
+
+def _validate(
+    raw: dict[str, Any], problems: list[tuple[Loc, str]]
+) -> tuple[ExperimentSpec | None, list[tuple[StrategySpec, ...]]]:
+    """Validate plain experiment data (no search spaces), appending to ``problems``."""
     spec = None
     try:
         spec = ExperimentSpec.model_validate(raw)
@@ -290,15 +442,34 @@ def parse_experiment(
             shown = _clip(str(spec.model.hidden))
             msg = f"at most 1000 layers of at most {MAX_WIDTH:,} units, got {shown}"
             problems.append((("model", "hidden"), msg))
+        if spec.tune is not None:
+            problems += tune_problems(spec.tune, spec.seeds, spec.scenario.n_experiences)
         for i, g in enumerate(groups):
             if g in groups[:i]:
                 label = "+".join(s.name for s in g)
                 msg = f"{label!r} is listed twice with the same settings"
                 problems.append((("strategies",), msg))
-    if problems:
-        raise SpecError(file, [(loc, _line(node, loc), msg) for loc, msg in problems])
-    assert spec is not None
-    return Experiment(spec, tuple(groups), path, raw, tuple(refs))
+    return spec, groups
+
+
+def _candidate_problems(found: FoundSpaces) -> list[tuple[Loc, str]]:
+    """Validate every value a search space can take, located at the value itself.
+
+    Each candidate (every listed value; both bounds of a range) replaces the
+    first candidate in otherwise valid data, which is validated again.
+    """
+    problems: list[tuple[Loc, str]] = []
+    for where, space in found.located:
+        for index, value in space.candidates()[1:]:  # the first is in ``found.plain``
+            trial_problems: list[tuple[Loc, str]] = []
+            _validate(set_path(found.plain, where, value), trial_problems)
+            for loc, msg in trial_problems:
+                if loc[: len(where)] == where:
+                    loc = (*where, space.kind, index, *loc[len(where) :])
+                problems.append((loc, msg))
+            if trial_problems:
+                break  # one bad value per space is enough to say
+    return problems
 
 
 def _load_plugins(plugins: Any, path: Path | None) -> tuple[list[PluginRef], list[tuple[Loc, str]]]:

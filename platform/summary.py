@@ -15,6 +15,13 @@ over seeds at level :data:`ALPHA`: *paired* (:func:`scipy.stats.ttest_rel`) on
 the seeds both strategies finished when they share at least two, else *Welch's*
 unequal-variance test (:func:`scipy.stats.ttest_ind` with ``equal_var=False``).
 A strategy whose p-value is at least ``alpha`` is "within seed noise" of the best.
+
+Ties: rows are ranked by a total order that does not depend on the order of the
+input, the ranking metric's mean (a row without a finite value last), then the
+label; the ``★`` best of every column is the first row in that same order for
+the column's own metric. So the end of ``lifelong run`` and ``lifelong compare``
+rank and mark the same trials identically. A row's mean is taken over its values
+in seed order, so that it, too, does not depend on the order of the trials.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from lifelong.platform import metrics as M
@@ -73,6 +81,12 @@ class TrialRecord:
     average accuracy after each experience (``acc/avg`` at step ``i``);
     ``final_acc`` the accuracy on each experience after the last one (the last
     row of the accuracy matrix). Both are empty when unknown.
+
+    ``config_digest`` identifies the trial's resolved configuration (everything
+    but the seed; see :func:`lifelong.platform.compare.config_of`) where it is
+    known, and ``repeats`` holds the run ids of the other runs of the same
+    configuration and seed that were not counted (``lifelong compare`` counts the
+    newest finished one); both are empty for a sweep's own trials.
     """
 
     label: str
@@ -85,6 +99,8 @@ class TrialRecord:
     sweep: str = ""
     run_id: str = ""
     error: str | None = None
+    config_digest: str = ""
+    repeats: tuple[str, ...] = ()
 
 
 def record_from_outcome(outcome: TrialOutcome, scenario: str = "", sweep: str = "") -> TrialRecord:
@@ -120,6 +136,9 @@ class StrategySummary:
     ``mean`` and ``std`` map metric names to the mean and the sample standard
     deviation (ddof=1; ``nan`` for a single seed) over the finished trials;
     ``values`` maps each metric to its per-seed values (seed -> value).
+    ``config_digest`` is the configuration its trials share (empty when unknown
+    or mixed); ``repeats`` maps a seed to the run ids of its other, uncounted
+    runs of the same configuration (see :class:`TrialRecord`).
     """
 
     label: str
@@ -128,11 +147,18 @@ class StrategySummary:
     mean: dict[str, float]
     std: dict[str, float]
     values: dict[str, dict[int, float]] = field(default_factory=dict)
+    config_digest: str = ""
+    repeats: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def seeds(self) -> tuple[int, ...]:
         """The seeds of the finished trials, sorted."""
         return tuple(sorted({s for v in self.values.values() for s in v}))
+
+    @property
+    def n_repeats(self) -> int:
+        """How many runs repeated a (configuration, seed) already counted."""
+        return sum(len(ids) for ids in self.repeats.values())
 
 
 def summarize(
@@ -140,7 +166,8 @@ def summarize(
 ) -> list[StrategySummary]:
     """Group trials by strategy label (first-seen order) and aggregate over seeds.
 
-    Only FINISHED trials count; the others are listed in ``failed``. The
+    Only FINISHED trials count; the others are listed in ``failed``. Values are
+    taken in seed order (the mean does not depend on the order of ``items``). The
     metrics of :data:`OPTIONAL_METRICS` are added for a strategy whose finished
     trials all measured them. A metric a trial did not log is left out of its
     values (a column then shows ``—`` where no trial has it).
@@ -149,7 +176,7 @@ def summarize(
     labels = list(dict.fromkeys(r.label for r in records))
     rows = []
     for label in labels:
-        mine = [r for r in records if r.label == label]
+        mine = sorted((r for r in records if r.label == label), key=lambda r: r.seed)
         done = [r for r in mine if r.status == "FINISHED"]
         failed = tuple(
             f"seed {r.seed}: {r.error or r.status}" for r in mine if r.status != "FINISHED"
@@ -165,7 +192,10 @@ def summarize(
             values[m] = per_seed
             mean[m] = float(finite.mean()) if len(finite) else float("nan")
             std[m] = float(finite.std(ddof=1)) if len(finite) > 1 else float("nan")
-        rows.append(StrategySummary(label, len(done), failed, mean, std, values))
+        digests = {r.config_digest for r in mine}
+        repeats = {r.seed: r.repeats for r in mine if r.repeats}
+        digest = digests.pop() if len(digests) == 1 else ""
+        rows.append(StrategySummary(label, len(done), failed, mean, std, values, digest, repeats))
     return rows
 
 
@@ -234,29 +264,38 @@ def columns_for(rows: Sequence[StrategySummary], extra: Sequence[str] = ()) -> l
     return cols
 
 
+def rank_key(row: StrategySummary, metric: str) -> tuple[bool, float, str]:
+    """The total order rows are ranked in by ``metric``: best mean first, ties by label.
+
+    A row without a finite mean comes last. The order depends only on the rows
+    themselves, never on the order they are given in.
+    """
+    v = row.mean.get(metric, float("nan"))
+    if not math.isfinite(v):
+        return (True, 0.0, row.label)
+    return (False, v if lower_is_better(metric) else -v, row.label)
+
+
 def compare_rows(
     rows: Sequence[StrategySummary],
     metric: str = "acc/avg",
     alpha: float = ALPHA,
     columns: Sequence[str] | None = None,
 ) -> Comparison:
-    """Rank ``rows`` by ``metric`` and mark, per column, the best and its seed-noise ties."""
+    """Rank ``rows`` by ``metric`` and mark, per column, the best and its seed-noise ties.
+
+    Rows are ranked by :func:`rank_key`; the best of each column is the first
+    row by :func:`rank_key` for that column's metric (so an exact tie goes to the
+    label that sorts first, in the ranking and in the ``★`` alike).
+    """
     cols = list(columns) if columns is not None else columns_for(rows, [metric])
-
-    def key(r: StrategySummary) -> tuple[bool, float]:
-        v = r.mean.get(metric, float("nan"))
-        if not math.isfinite(v):
-            return (True, 0.0)
-        return (False, v if lower_is_better(metric) else -v)
-
-    ranked = sorted(rows, key=key)  # stable: ties keep first-seen order
+    ranked = sorted(rows, key=lambda r: rank_key(r, metric))
     marks: dict[tuple[str, str], Mark] = {}
     for m in cols:
         have = [r for r in ranked if math.isfinite(r.mean.get(m, float("nan")))]
         if not have:
             continue
-        pick = min if lower_is_better(m) else max
-        best = pick(have, key=lambda r, m=m: r.mean[m])
+        best = min(have, key=lambda r, m=m: rank_key(r, m))
         for r in have:
             if r is best:
                 marks[(r.label, m)] = Mark(best=True)
@@ -306,7 +345,11 @@ def cell_text(comparison: Comparison, row: StrategySummary, metric: str) -> str:
 
 
 def _seeds_text(row: StrategySummary) -> str:
-    return f"{row.n_finished}" + (f" ({len(row.failed)} failed)" if row.failed else "")
+    """``3``, ``2 (1 failed)``, ``2 (+4 repeats)`` or ``2 (1 failed, +1 repeat)``."""
+    extra = [f"{len(row.failed)} failed"] if row.failed else []
+    if row.n_repeats:
+        extra.append(f"+{row.n_repeats} repeat" + ("s" if row.n_repeats > 1 else ""))
+    return f"{row.n_finished}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _p_text(comparison: Comparison, row: StrategySummary) -> str:
@@ -336,7 +379,8 @@ def render_table(comparison: Comparison, title: str = "") -> Table:
             mark = comparison.marks.get((r.label, m), Mark())
             style = "bold green" if mark.best else ("green" if mark.within_noise else "")
             cells.append(f"[{style}]{text}[/]" if style else text)
-        table.add_row(str(i), r.label, _seeds_text(r), *cells, _p_text(comparison, r))
+        label = escape(r.label)  # `naive [training.lr=0.1]` is no markup tag
+        table.add_row(str(i), label, _seeds_text(r), *cells, _p_text(comparison, r))
     table.caption = method_note(comparison)
     return table
 
@@ -365,7 +409,12 @@ def _num(v: float | None) -> float | None:
 
 
 def to_records(comparison: Comparison) -> list[dict[str, Any]]:
-    """One plain dict per strategy (rank order): numbers, marks and per-seed values."""
+    """One plain dict per strategy (rank order): numbers, marks and per-seed values.
+
+    ``config_digest`` names the row's configuration (empty when unknown);
+    ``repeats`` counts the uncounted runs of an already counted (configuration,
+    seed), and ``repeat_runs`` lists their run ids per seed.
+    """
     out = []
     for i, r in enumerate(comparison.rows, 1):
         cols: dict[str, Any] = {}
@@ -388,14 +437,22 @@ def to_records(comparison: Comparison) -> list[dict[str, Any]]:
                 "n_finished": r.n_finished,
                 "seeds": list(r.seeds),
                 "failed": list(r.failed),
+                "config_digest": r.config_digest,
+                "repeats": r.n_repeats,
+                "repeat_runs": {str(s): list(ids) for s, ids in sorted(r.repeats.items())},
                 "metrics": cols,
             }
         )
     return out
 
 
-def render_json(comparison: Comparison, sources: Sequence[str] = ()) -> str:
-    """The comparison as JSON: ranking metric, test, alpha, sources and one entry per row."""
+def render_json(
+    comparison: Comparison, sources: Sequence[str] = (), differing_keys: Sequence[str] = ()
+) -> str:
+    """The comparison as JSON: ranking metric, test, alpha, sources and one entry per row.
+
+    ``differing_keys``: the configuration keys the rows differ in (``lifelong compare``).
+    """
     doc = {
         "metric": comparison.metric,
         "lower_is_better": lower_is_better(comparison.metric),
@@ -403,6 +460,7 @@ def render_json(comparison: Comparison, sources: Sequence[str] = ()) -> str:
         "test": {"paired": PAIRED, "welch": WELCH},
         "note": method_note(comparison),
         "sources": list(sources),
+        "differing_keys": list(differing_keys),
         "columns": comparison.columns,
         "strategies": to_records(comparison),
     }

@@ -19,6 +19,7 @@ import yaml
 from mlflow.entities import Metric, Param
 
 from lifelong.platform import metrics
+from lifelong.platform.expand import resolved_sections
 from lifelong.platform.mlflow_io import ResilientClient
 from lifelong.platform.plots import accuracy_matrix_csv, accuracy_matrix_heatmap
 from lifelong.platform.spec import Experiment, TrialSpec
@@ -79,6 +80,9 @@ class SweepTracker:
         experiment: the validated experiment being run.
         tracking_uri: MLflow tracking URI (see :func:`resolve_tracking_uri`).
         experiment_name: MLflow experiment name; default ``experiment.name``.
+        phase: ``tune`` or ``test`` in a tuned sweep (tag ``lifelong.phase``).
+        split: the stream's ``scenario.split`` param (a validation stream, or the
+            test stream left after ``first_k``); ``None`` for the plain stream.
     """
 
     def __init__(
@@ -86,8 +90,13 @@ class SweepTracker:
         experiment: Experiment,
         tracking_uri: str | None = None,
         experiment_name: str | None = None,
+        *,
+        phase: str | None = None,
+        split: str | None = None,
     ) -> None:
         self.experiment = experiment
+        self.phase = phase
+        self.split = split
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = ResilientClient(self.tracking_uri, sweep=experiment_name or experiment.name)
         self.experiment_name = experiment_name or experiment.name
@@ -106,21 +115,26 @@ class SweepTracker:
             else self.client.create_experiment(self.experiment_name)
         )
         spec = self.experiment.spec
+        tags = {
+            "sweep": self.sweep_id,
+            "lifelong.role": "sweep",
+            "scenario": spec.scenario.source + "/" + spec.scenario.protocol,
+        }
+        if self.phase:
+            tags["lifelong.phase"] = self.phase
+        prefix = "tune" if self.phase == "tune" else "sweep"
         run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"sweep-{self.sweep_id}",
-            tags={
-                "sweep": self.sweep_id,
-                "lifelong.role": "sweep",
-                "scenario": spec.scenario.source + "/" + spec.scenario.protocol,
-            },
+            self.experiment_id, run_name=f"{prefix}-{self.sweep_id}", tags=tags
         )
         self.parent_run_id = run.info.run_id
         params = self._common_params()
         params["strategies"] = json.dumps(self.experiment.labels())
         params["seeds"] = json.dumps(spec.seeds)
+        if spec.num_samples > 1:
+            params["num_samples"] = str(spec.num_samples)
         self._log_params(self.parent_run_id, params)
-        config = spec.model_dump(mode="json")
+        config = spec.model_dump(mode="json") | resolved_sections(self.experiment)
+        config["strategies"] = self.experiment.raw.get("strategies", config["strategies"])
         self._log_text(
             self.parent_run_id, yaml.safe_dump(config, sort_keys=False), "experiment.yaml"
         )
@@ -202,20 +216,24 @@ class SweepTracker:
                 self.client.update_run(outcome.run_id, status="RUNNING")
             return outcome
         assert self.parent_run_id is not None and self.experiment_id is not None
-        spec = self.experiment.spec
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=trial.trial_id,
-            tags={
-                "mlflow.parentRunId": self.parent_run_id,
-                "sweep": self.sweep_id,
-                "strategy": trial.label,
-                "seed": str(trial.seed),
-                "scenario": spec.scenario.source + "/" + spec.scenario.protocol,
-                "lifelong.role": "trial",
-            },
-        )
-        params = self._common_params()
+        scenario = trial.scenario or self.experiment.spec.scenario.model_dump(mode="json")
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            "sweep": self.sweep_id,
+            "strategy": trial.label,
+            "seed": str(trial.seed),
+            "scenario": f"{scenario['source']}/{scenario['protocol']}",
+            "lifelong.role": "trial",
+            "lifelong.strategy_base": trial.base_label or trial.label,
+        }
+        if self.phase:
+            tags["lifelong.phase"] = self.phase
+        if trial.varied:
+            tags["lifelong.varied"] = json.dumps(dict(trial.varied), default=str)[:_MAX_PARAM]
+        run = self.client.create_run(self.experiment_id, run_name=trial.trial_id, tags=tags)
+        params = self._common_params(trial)
+        if self.split:
+            params["scenario.split"] = self.split
         params["seed"] = str(trial.seed)
         params["strategy"] = trial.label
         params["strategies"] = json.dumps([s.name for s in trial.strategies])
@@ -294,6 +312,19 @@ class SweepTracker:
         outcome.status = "FINISHED"
         self.client.set_terminated(outcome.run_id, status="FINISHED")
 
+    def trial_stopped(self, trial_id: str, reason: str) -> None:
+        """End the run KILLED: a scheduler or the time budget stopped the trial early.
+
+        Its metrics up to the last reported experience stay; the tag
+        ``lifelong.early_stopped`` holds ``reason``. The outcome's status is
+        ``STOPPED`` (counted apart from failures).
+        """
+        outcome = self.outcomes[trial_id]
+        outcome.status = "STOPPED"
+        outcome.error = reason
+        self.client.set_tag(outcome.run_id, "lifelong.early_stopped", reason[:5000])
+        self.client.set_terminated(outcome.run_id, status="KILLED")
+
     def trial_failed(self, trial_id: str, reason: str) -> None:
         """End the trial's run FAILED with ``reason`` as a tag and a text artifact."""
         outcome = self.outcomes[trial_id]
@@ -304,11 +335,22 @@ class SweepTracker:
         self.client.set_terminated(outcome.run_id, status="FAILED")
 
     # ---------------------------------------------------------------- helpers
-    def _common_params(self) -> dict[str, str]:
+    def _common_params(self, trial: TrialSpec | None = None) -> dict[str, str]:
+        """The sections as params: the trial's own (search values filled in), else the sweep's.
+
+        A sweep's parent run shows each searched field as its space (JSON).
+        """
         spec = self.experiment.spec
-        params = flatten("scenario", spec.scenario.model_dump(mode="json"))
-        params.update(flatten("model", spec.model.model_dump(mode="json")))
-        params.update(flatten("training", spec.training.model_dump(mode="json")))
+        sections = resolved_sections(self.experiment)
+        if trial is not None:
+            sections = {
+                "scenario": trial.scenario or sections["scenario"],
+                "model": trial.model or sections["model"],
+                "training": trial.training or sections["training"],
+            }
+        params: dict[str, str] = {}
+        for name, data in sections.items():
+            params.update(flatten(name, data))
         params.update(flatten("resources", spec.resources.model_dump(mode="json")))
         return params
 

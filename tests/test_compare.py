@@ -170,11 +170,19 @@ def test_sweep_id_run_id_and_several_sources(store: dict) -> None:
     both = invoke(store, "cmp", "other", "--format", "json", "--metric", "forgetting/avg")
     assert both.exit_code == 0, both.output
     doc = json.loads(both.stdout)
-    assert {s["strategy"] for s in doc["strategies"]} == {"naive", "l2", "ewc", "si"}
+    # the two experiments differ in their number of experiences: every label says so
+    assert doc["differing_keys"] == ["scenario.n_experiences"]
+    assert {s["strategy"] for s in doc["strategies"]} == {
+        "naive [scenario.n_experiences=3]",
+        "l2 [scenario.n_experiences=3]",
+        "ewc [scenario.n_experiences=3]",
+        "si [scenario.n_experiences=2]",
+    }
+    assert "note: rows differ in scenario.n_experiences;" in both.stderr
     assert doc["metric"] == "forgetting/avg" and doc["lower_is_better"] is True
     means = [s["metrics"]["forgetting/avg"]["mean"] for s in doc["strategies"]]
     assert means == sorted(means)
-    si = next(s for s in doc["strategies"] if s["strategy"] == "si")
+    si = next(s for s in doc["strategies"] if s["strategy"].startswith("si "))
     assert si["n_finished"] == 2 and b.sweep_id
 
 

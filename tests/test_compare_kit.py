@@ -7,6 +7,7 @@ report, without starting Ray. ``SweepTracker.finish`` logs the parent's summary.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,15 @@ def tiny_sweep(
     seeds: int = 3,
     n_experiences: int = 3,
     fail: tuple[str, ...] = (),
+    training: Mapping[str, Any] | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> SweepTracker:
-    """Run every trial of a small experiment and log it; trials in ``fail`` end FAILED."""
+    """Run every trial of a small experiment and log it; trials in ``fail`` end FAILED.
+
+    ``training`` overrides the experiment's ``training`` settings (e.g. ``{"lr": 0.001}``)
+    and ``resources`` its ``resources`` (``{"cpu": 2}``); strategy settings go in
+    ``strategies`` (``[{"ewc": {"mode": "online"}}]``).
+    """
     spec = {
         "name": name,
         "seeds": seeds,
@@ -46,8 +54,9 @@ def tiny_sweep(
             },
         },
         "model": {"name": "mlp", "hidden": [16]},
-        "training": {"epochs": 1, "batch_size": 32, "lr": 0.1},
+        "training": {"epochs": 1, "batch_size": 32, "lr": 0.1, **(training or {})},
         "strategies": strategies or ["naive", {"l2": {"lambda": 1.0}}],
+        "resources": dict(resources or {}),
     }
     experiment = parse_experiment(yaml.safe_dump(spec))
     stream = build_stream(experiment.spec.scenario)

@@ -1,0 +1,61 @@
+"""Trials in this process, one after another, without Ray: for debugging a strategy.
+
+``lifelong run exp.yaml --in-process`` (or ``lifelong.run(..., in_process=True)``)
+trains every trial here, in order, with the same learner, checkpoints aside,
+and logs to MLflow exactly as a Ray sweep does (one parent run, one child run
+per trial, the same metrics and artifacts), so a ``breakpoint()`` in a
+strategy's hook stops in your terminal and ``python -m pdb`` can step through
+it. A failing trial ends FAILED with its reason, as under Ray; with
+``raise_errors`` the exception propagates instead (for ``pdb``'s post-mortem).
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from lifelong.platform.expand import scenario_key
+from lifelong.platform.spec import Experiment
+from lifelong.platform.tracking import SweepTracker, TrialOutcome
+from lifelong.scenarios.stream import Stream
+
+from .trial import build_learner, experience_result
+
+
+def run_in_process(
+    experiment: Experiment,
+    stream: Stream | dict[str, Stream],
+    tracker: SweepTracker,
+    *,
+    raise_errors: bool = False,
+) -> list[TrialOutcome]:
+    """Train and log every trial of ``experiment`` in this process; outcomes in file order."""
+    tracker.start()
+    trials = experiment.trials()
+    status = "FINISHED"
+    try:
+        for trial in trials:
+            data = stream[scenario_key(trial.scenario)] if isinstance(stream, dict) else stream
+            tracker.trial_started(trial)
+            try:
+                learner = build_learner({"trial": trial.to_dict()}, data)
+                learner.evaluate_untrained()
+                for i in range(len(data)):
+                    _, losses = learner.run_experience(i)
+                    result = experience_result(learner, i, losses, "in-process")
+                    tracker.trial_result(
+                        trial.trial_id, i, learner.R, losses, result["strategy_metrics"]
+                    )
+            except Exception as e:
+                if raise_errors:
+                    raise
+                lines = traceback.format_exception_only(type(e), e)
+                tracker.trial_failed(trial.trial_id, lines[-1].strip())
+                status = "FAILED"
+                continue
+            fresh = learner.fresh if learner.training.plasticity_baseline else None
+            tracker.trial_finished(trial.trial_id, learner.R, learner.untrained, fresh)
+    except BaseException:
+        tracker.abort("the in-process sweep was interrupted")
+        raise
+    tracker.finish(status)
+    return [tracker.outcomes[t.trial_id] for t in trials]

@@ -1,0 +1,240 @@
+"""Run a validated experiment: the one code path behind ``lifelong run`` and ``lifelong.run``.
+
+:func:`execute` builds the streams, connects Ray (or, ``in_process``, does
+without it), runs the sweep (a plain one, or the two phases of a tuned one)
+with MLflow tracking, and returns :class:`Results`. It raises instead of
+exiting; the command line turns the exceptions into exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.console import Console
+
+from lifelong.platform.spec import Experiment, build_checked_streams
+from lifelong.platform.tracking import SweepTracker, TrialOutcome, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lifelong.cluster.state import SweepState
+    from lifelong.cluster.tuning import TunedSweep
+
+
+class RunError(RuntimeError):
+    """The run could not start as asked (e.g. nothing to resume); nothing was logged."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial's result: its accuracy matrix ``R``, final metrics and MLflow run.
+
+    ``phase`` is ``tune`` for a tuned sweep's validation trials, ``test`` for
+    its test trials and ``""`` in a plain sweep.
+    """
+
+    label: str
+    seed: int
+    status: str
+    R: np.ndarray | None
+    metrics: dict[str, float]
+    run_id: str
+    error: str | None
+    varied: dict[str, Any]
+    phase: str = ""
+
+
+@dataclass
+class Results:
+    """What a run produced (``lifelong.run``'s return value).
+
+    ``trials`` are the reported trials (a tuned sweep's test phase); ``tuning``
+    holds a tuned sweep's validation trials and ``choices``; ``parent_run_id``
+    is the MLflow parent run of the reported trials.
+    """
+
+    experiment_name: str
+    tracking_uri: str
+    parent_run_id: str
+    trials: list[TrialResult]
+    tuning: list[TrialResult] = field(default_factory=list)
+    tuned: TunedSweep | None = None
+
+    @property
+    def failed(self) -> list[TrialResult]:
+        """The reported trials that did not finish."""
+        return [t for t in self.trials if t.status != "FINISHED"]
+
+    def to_pandas(self, *, tuning: bool = False) -> pd.DataFrame:
+        """One row per trial: label, seed, status, run id, varied values, final metrics.
+
+        ``tuning``: the validation trials of a tuned sweep instead.
+        """
+        import pandas as pd
+
+        rows = []
+        for t in self.tuning if tuning else self.trials:
+            row: dict[str, Any] = {
+                "strategy": t.label,
+                "seed": t.seed,
+                "status": t.status,
+                "run_id": t.run_id,
+            }
+            row.update(t.varied)
+            row.update(t.metrics)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _result(o: TrialOutcome, phase: str = "") -> TrialResult:
+    return TrialResult(
+        o.trial.label,
+        o.trial.seed,
+        o.status,
+        None if o.R is None else np.array(o.R),
+        dict(o.final),
+        o.run_id,
+        o.error,
+        dict(o.trial.varied),
+        phase,
+    )
+
+
+def execute(
+    experiment: Experiment,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    experiment_name: str | None = None,
+    num_cpus: int | None = None,
+    storage: str | None = None,
+    resume: SweepState | None = None,
+    state_file: Path | None = None,
+    in_process: bool = False,
+    raise_errors: bool = False,
+    console: Console | None = None,
+) -> Results:
+    """Run ``experiment`` and return its :class:`Results` (see the module docstring).
+
+    Raises:
+        SpecError: the data of the stream is unusable (before anything starts).
+        RunError: the request cannot be carried out (before anything starts).
+        ClusterConnectError: ``address`` could not be joined.
+        SweepInterrupted, KeyboardInterrupt: the sweep was stopped.
+    """
+    console = console or Console(stderr=True)
+    tune = experiment.spec.tune
+    if tune is not None and (resume is not None or in_process):
+        what = "--resume" if resume is not None else "the in-process runner"
+        raise RunError(
+            f"{what} does not run a tuned sweep (a `tune:` section); run it on Ray, anew"
+        )
+    streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
+    stream: Any = streams if len(streams) > 1 else next(iter(streams.values()))
+    first = next(iter(streams.values()))
+    name = experiment_name or experiment.name
+    uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "creating tables" notices
+    where = "in this process" if in_process else "on Ray"
+    if tune is None:
+        what = f"{len(experiment.trials())} trials"
+    else:
+        what = (
+            f"tuning {len(experiment.groups)} strategy entries ({tune.search} search, "
+            f"{tune.scheduler}, {tune.validation.split}), then the best of each × "
+            f"{len(experiment.spec.seeds)} seeds"
+        )
+    console.print(
+        f"lifelong: {what} on {first.name} ({len(first)} experiences"
+        + (f"; {len(streams)} streams" if len(streams) > 1 else "")
+        + f") {where}, tracking to {uri}",
+        highlight=False,
+        markup=False,
+    )
+    if in_process:
+        from lifelong.cluster.inline import run_in_process
+
+        tracker = SweepTracker(experiment, uri, name)
+        outcomes = run_in_process(experiment, stream, tracker, raise_errors=raise_errors)
+        tracker.client.close()
+        return Results(name, uri, str(tracker.parent_run_id), [_result(o) for o in outcomes])
+    return _on_ray(
+        experiment, stream, uri, name, address, num_cpus, storage, resume, state_file, console
+    )
+
+
+def _on_ray(
+    experiment: Experiment,
+    stream: Any,
+    uri: str,
+    name: str,
+    address: str | None,
+    num_cpus: int | None,
+    storage: str | None,
+    resume: SweepState | None,
+    state_file: Path | None,
+    console: Console,
+) -> Results:
+    from lifelong.cluster.sweep import ensure_ray, in_ray_job, plugin_imports, run_sweep
+    from lifelong.platform.plugins import discard_staged, stage_for_workers
+
+    job = in_ray_job()  # `lifelong submit`: the job's working_dir carries the plugins
+    runtime_env, shipped = ({}, None) if job else stage_for_workers(list(experiment.plugins))
+    staged = list(runtime_env.get("py_modules", []))  # ray.init rewrites them to URIs
+    try:
+        started = ensure_ray(address, num_cpus=num_cpus, runtime_env=runtime_env)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    imports = plugin_imports(
+        experiment, shipped if started else None, relative_to=Path.cwd() if job else None
+    )
+    try:
+        if experiment.spec.tune is not None:
+            from lifelong.cluster.tuning import run_tuned
+
+            tuned = run_tuned(
+                experiment,
+                stream,
+                uri,
+                name,
+                storage_path=storage,
+                console=console,
+                plugins=imports,
+            )
+            return Results(
+                name,
+                uri,
+                tuned.test_parent_run_id,
+                [_result(o, "test") for o in tuned.test],
+                [_result(o, "tune") for o in tuned.tuning],
+                tuned,
+            )
+        tracker = SweepTracker(experiment, uri, name)
+        try:
+            outcomes = run_sweep(
+                experiment,
+                stream,
+                tracker,
+                console=console,
+                plugins=imports,
+                storage_path=storage,
+                state_file=state_file,
+                resume=resume,
+            )
+        except BaseException:
+            tracker.client.close(wait=False)
+            raise
+        tracker.client.close()  # a store that was down: replay, or say where results are
+        return Results(name, uri, str(tracker.parent_run_id), [_result(o) for o in outcomes])
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+        discard_staged(staged)  # Ray uploaded the plugin files when it started
