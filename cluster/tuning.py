@@ -23,7 +23,7 @@ from rich.table import Table
 from lifelong.platform.expand import group_base
 from lifelong.platform.spec import Experiment, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
-from lifelong.platform.tuning import TuneSection, test_stream, validation_stream
+from lifelong.platform.tuning import TuneSection, final_stream, validation_stream
 from lifelong.scenarios.stream import Stream
 
 from .sweep import TuneRun, run_sweep
@@ -164,7 +164,7 @@ def choose(label: str, outcomes: list[TrialOutcome], tune: TuneSection) -> Choic
     )
 
 
-def run_tuned(
+def tune_phase(
     experiment: Experiment,
     stream: Stream | dict[str, Stream],
     tracking_uri: str,
@@ -173,17 +173,16 @@ def run_tuned(
     storage_path: Path | str | None = None,
     console: Console | None = None,
     plugins: dict[str, list[str]] | None = None,
-) -> TunedSweep:
-    """Tune every strategy entry on the validation stream, then test the choices.
+) -> tuple[SweepTracker, list[Choice], list[TrialOutcome]]:
+    """The validation phase alone: each strategy entry tuned, under one parent run.
 
-    Raises:
-        SweepInterrupted: the sweep was stopped during either phase.
+    Returns the (finished) tracker, one :class:`Choice` per entry and every
+    tuning trial's outcome.
     """
     tune = experiment.spec.tune
     assert tune is not None
     console = console or Console(stderr=True)
     validation = _map(stream, lambda s: validation_stream(s, tune.validation))
-    test = _map(stream, lambda s: test_stream(s, tune.validation))
     some = next(iter(validation.values())) if isinstance(validation, dict) else validation
     tune_spec = experiment.spec.model_copy(update={"seeds": list(tune.seeds)})
     tune_experiment = dataclasses.replace(experiment, spec=tune_spec)
@@ -211,6 +210,37 @@ def run_tuned(
         tracker.abort("the sweep was interrupted while tuning")
         raise
     tracker.finish("FINISHED")
+    return tracker, choices, tuning
+
+
+def run_tuned(
+    experiment: Experiment,
+    stream: Stream | dict[str, Stream],
+    tracking_uri: str,
+    experiment_name: str,
+    *,
+    storage_path: Path | str | None = None,
+    console: Console | None = None,
+    plugins: dict[str, list[str]] | None = None,
+) -> TunedSweep:
+    """Tune every strategy entry on the validation stream, then test the choices.
+
+    Raises:
+        SweepInterrupted: the sweep was stopped during either phase.
+    """
+    tune = experiment.spec.tune
+    assert tune is not None
+    console = console or Console(stderr=True)
+    test = _map(stream, lambda s: final_stream(s, tune.validation))
+    tracker, choices, tuning = tune_phase(
+        experiment,
+        stream,
+        tracking_uri,
+        experiment_name,
+        storage_path=storage_path,
+        console=console,
+        plugins=plugins,
+    )
     chosen = [c.trial for c in choices if c.trial is not None]
     trials = tuple(dataclasses.replace(t, seed=s) for t in chosen for s in experiment.spec.seeds)
     result = TunedSweep(choices, tuning, [], tune_parent_run_id=str(tracker.parent_run_id))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from lifelong.platform.expand import resolved_sections
+from lifelong.platform.expand import resolved_sections, shown_name
 from lifelong.platform.search import value_text
 from lifelong.platform.spec import Experiment
 
@@ -25,8 +26,8 @@ def trials_table(experiment: Experiment) -> Table:
     for column in ("#", "trial", "seed", "varied values"):
         table.add_column(column, justify="right" if column in ("#", "seed") else "left")
     for i, t in enumerate(experiment.trials(), 1):
-        varied = ", ".join(f"{k}={value_text(v)}" for k, v in t.varied) or "—"
-        table.add_row(str(i), t.trial_id, str(t.seed), varied)
+        varied = ", ".join(f"{shown_name(k)}={value_text(v)}" for k, v in t.varied) or "—"
+        table.add_row(str(i), Text(t.trial_id), str(t.seed), Text(varied))  # "[...]": no markup
     return table
 
 

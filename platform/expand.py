@@ -40,8 +40,12 @@ def expand_trials(experiment: Experiment) -> list[TrialSpec]:
         configs = expand(spaces, spec.num_samples, spec.search_seed)
         varying = [k for k in spaces if len({value_text(c[k]) for c in configs}) > 1]
         shown = sorted(varying, key=shown_name)
+        seen: set[str] = set()
         for config in configs:
             trial = apply_values(base_trial, config, shown)
+            if trial.label in seen:  # equal once validated (grid [1, 1.0] on a float field)
+                continue
+            seen.add(trial.label)
             trials += [dataclasses.replace(trial, seed=seed) for seed in spec.seeds]
     return trials
 

@@ -53,7 +53,7 @@ def apply_overrides(
             path, value = parse_override(text)
             raw = _set(raw, path, value)
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            problems.append(((), text, str(e).strip("'\"")))
+            problems.append(((), text, str(e.args[0]) if e.args else type(e).__name__))
             continue
         applied.append((path, text))
     return raw, applied, problems

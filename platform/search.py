@@ -54,6 +54,18 @@ class Space:
         a, b = self.args
         return [(0, a), (1, b - 1 if self.kind == "randint" else b)]
 
+    def fractional_probe(self) -> float | None:
+        """A non-integral value a ``uniform``/``loguniform`` space can draw (else ``None``).
+
+        Validating it finds a range put on an integer field, whose bounds alone pass.
+        """
+        if self.kind not in ("uniform", "loguniform"):
+            return None
+        a, b = self.args
+        mid = (a + b) / 2 if self.kind == "uniform" else math.sqrt(a * b)
+        half = math.floor(mid) + 0.5
+        return half if a < half < b else mid
+
     def to_tune(self) -> Any:
         """The Ray Tune domain this space maps onto."""
         from ray import tune

@@ -7,6 +7,7 @@ An experiment file is YAML. It is validated completely before anything starts
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
@@ -227,6 +228,7 @@ class Experiment:
     group_spaces: tuple[dict[str, Space], ...] = ()
     overrides: tuple[str, ...] = ()
     fixed_trials: tuple[TrialSpec, ...] = ()
+    source_sha256: str = ""
 
     @property
     def name(self) -> str:
@@ -235,9 +237,15 @@ class Experiment:
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the file's text and the overrides: what ``--resume`` must match."""
-        text = self.path.read_bytes() if self.path else b""
-        return hashlib.sha256(text + "\0".join(self.overrides).encode()).hexdigest()
+        """What ``--resume`` must match: the parsed file's SHA-256, and the overrides.
+
+        Without overrides it is the file's own SHA-256 (as sweep states recorded it
+        before overrides existed).
+        """
+        if not self.overrides:
+            return self.source_sha256
+        parts = [self.source_sha256, *self.overrides]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def trials(self) -> list[TrialSpec]:
         """Every (configuration, seed) pair, in file order (see :mod:`.search`)."""
@@ -284,10 +292,12 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(file, [((), None, f"cannot read the file: {e}")]) from None
-    return parse_experiment(text, file=file, path=path, overrides=overrides)
+    experiment = parse_experiment(text, file=file, path=path, overrides=overrides)
+    return dataclasses.replace(experiment, source_sha256=hashlib.sha256(data).hexdigest())
 
 
 def build_checked_stream(experiment: Experiment) -> Stream:
@@ -420,6 +430,7 @@ def parse_experiment(
         spaces=found.global_spaces(),
         group_spaces=group_spaces,
         overrides=tuple(overrides),
+        source_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
 
 
@@ -469,6 +480,17 @@ def _candidate_problems(found: FoundSpaces) -> list[tuple[Loc, str]]:
                 problems.append((loc, msg))
             if trial_problems:
                 break  # one bad value per space is enough to say
+        probe = space.fractional_probe()
+        if probe is not None and not problems:
+            trial_problems = []
+            _validate(set_path(found.plain, where, probe), trial_problems)
+            if trial_problems:
+                first = trial_problems[0][1]
+                msg = (
+                    f"{space.kind} draws fractional numbers such as {probe}, which this field "
+                    f"refuses ({first}); use randint [a, b] for integers"
+                )
+                problems.append(((*where, space.kind), msg))
     return problems
 
 

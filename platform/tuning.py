@@ -182,7 +182,7 @@ def validation_stream(stream: Stream, validation: ValidationConfig) -> Stream:
     )
 
 
-def test_stream(stream: Stream, validation: ValidationConfig) -> Stream:
+def final_stream(stream: Stream, validation: ValidationConfig) -> Stream:
     """The stream the chosen configurations are reported on.
 
     The whole stream, except under ``first_k``, where the first ``k``
