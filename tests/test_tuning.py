@@ -167,3 +167,85 @@ def test_asha_sweep_tunes_on_validation_and_reports_the_test_phase(
     rows = json.loads(table.stdout)["strategies"]
     assert [r["strategy"] for r in rows] == ["naive"]  # one configuration: nothing differs
     assert rows[0]["seeds"] == [0, 1]
+
+
+def _tuned(tmp: Path, tune: dict, strategies: list, num_samples: int = 1):
+    spec = {
+        "seeds": 1,
+        "num_samples": num_samples,
+        "scenario": GAUSS,
+        "model": {"name": "mlp", "hidden": [16]},
+        "training": {"epochs": 1, "lr": 0.1},
+        "strategies": strategies,
+        "tune": tune,
+    }
+    return parse_experiment(yaml.safe_dump(spec, sort_keys=False))
+
+
+def test_the_tune_section_becomes_ray_tunes_schedulers_and_searchers(tmp_path: Path) -> None:
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+    from ray.tune.search import ConcurrencyLimiter
+
+    from lifelong.cluster.tuning import tune_run_for
+
+    space = [{"l2": {"lambda": {"loguniform": [0.01, 10.0]}}}]
+    asha = tune_run_for(_tuned(tmp_path, {"scheduler": "asha", "grace_period": 2}, space, 4), 0, 3)
+    assert isinstance(asha.scheduler, ASHAScheduler) and asha.search_alg is None
+    assert asha.scheduler._max_t == 3  # ASHA's rungs: experiences grace_period, 2x, ... < 3
+    assert [m for m, _ in asha.scheduler._brackets[0]._rungs] == [2]
+    assert (asha.scheduler._metric, asha.scheduler._mode) == ("acc/avg", "max")
+    assert len(asha.trials) == 4 and asha.stopper == "asha"
+    median = tune_run_for(
+        _tuned(tmp_path, {"scheduler": "median", "metric": "forgetting/avg"}, space, 2), 0, 3
+    )
+    assert isinstance(median.scheduler, MedianStoppingRule)
+    assert (median.scheduler._metric, median.scheduler._mode) == ("forgetting/avg", "min")
+    optuna = tune_run_for(
+        _tuned(
+            tmp_path,
+            {"search": "optuna", "max_concurrent": 2, "time_budget_s": 60},
+            space,
+            5,
+        ),
+        0,
+        3,
+    )
+    assert isinstance(optuna.search_alg, ConcurrencyLimiter) and optuna.trials == []
+    assert optuna.num_samples == 5 and optuna.time_budget_s == 60
+    assert optuna.base is not None and optuna.base.seed == 1000
+    assert set(optuna.space) == {"strategy.l2.lambda"}
+    assert optuna.stopper == "the time budget"
+
+
+def test_optuna_proposes_the_configurations(ray_instance: str, in_tmp: Path) -> None:
+    spec = {
+        "name": "optuna",
+        "seeds": 1,
+        "num_samples": 3,
+        "scenario": {**GAUSS, "n_experiences": 2},
+        "model": {"name": "mlp", "hidden": [16]},
+        "training": {"epochs": 1, "lr": 0.1},
+        "strategies": [{"l2": {"lambda": {"loguniform": [0.01, 10.0]}}}],
+        "tune": {"search": "optuna", "seeds": [7]},
+    }
+    path = in_tmp / "optuna.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    runs = _runs(client, "optuna")
+    tuning = [
+        r
+        for r in runs
+        if r.data.tags["lifelong.role"] == "trial" and r.data.tags["lifelong.phase"] == "tune"
+    ]
+    lambdas = [float(r.data.params["strategy.l2.lambda"]) for r in tuning]
+    assert len(tuning) == 3 and len(set(lambdas)) == 3
+    assert all(0.01 <= v <= 10.0 for v in lambdas)
+    best = max(tuning, key=lambda r: r.data.metrics["acc/avg"])
+    testing = [r for r in runs if r.data.tags.get("lifelong.phase") == "test"]
+    kids = [r for r in testing if r.data.tags["lifelong.role"] == "trial"]
+    assert [r.data.params["strategy.l2.lambda"] for r in kids] == [
+        best.data.params["strategy.l2.lambda"]
+    ]
+    assert kids[0].data.params["seed"] == "0"
