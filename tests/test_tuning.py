@@ -242,7 +242,9 @@ def test_optuna_proposes_the_configurations(ray_instance: str, in_tmp: Path) -> 
     lambdas = [float(r.data.params["strategy.l2.lambda"]) for r in tuning]
     assert len(tuning) == 3 and len(set(lambdas)) == 3
     assert all(0.01 <= v <= 10.0 for v in lambdas)
-    best = max(tuning, key=lambda r: r.data.metrics["acc/avg"])
+    top = max(r.data.metrics["acc/avg"] for r in tuning)
+    ties = [r for r in tuning if r.data.metrics["acc/avg"] == top]
+    best = min(ties, key=lambda r: r.info.start_time)  # an exact tie: the first tried
     testing = [r for r in runs if r.data.tags.get("lifelong.phase") == "test"]
     kids = [r for r in testing if r.data.tags["lifelong.role"] == "trial"]
     assert [r.data.params["strategy.l2.lambda"] for r in kids] == [
