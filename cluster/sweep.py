@@ -24,6 +24,7 @@ from ray import tune
 from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from rich.console import Console
 
+from lifelong.platform.expand import trial_from_config
 from lifelong.platform.mlflow_io import safe_name
 from lifelong.platform.spec import Experiment, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
@@ -297,7 +298,7 @@ def run_sweep(
         )
     try:
         with progress, _quiet_tune(), _sigterm_as_sigint():
-            tuner.fit()
+            grid = tuner.fit()
     except BaseException:
         tracker.abort("the sweep was interrupted")
         _save_status(state, state_file, INTERRUPTED)
@@ -305,7 +306,7 @@ def run_sweep(
     finally:
         ACTIVE.pop(key, None)
     if tune_run is not None:
-        return _phase_outcomes(tracker, before)
+        return _phase_outcomes(tracker, before, grid)
     unfinished = [o for o in tracker.outcomes.values() if o.status not in ("FINISHED", "FAILED")]
     if unfinished or len(tracker.outcomes) < len(trials):
         tracker.abort("the sweep was stopped before this trial finished")
@@ -321,8 +322,18 @@ def run_sweep(
     return [by_id[t.trial_id] for t in trials if t.trial_id in by_id]
 
 
-def _phase_outcomes(tracker: SweepTracker, before: set[str]) -> list[TrialOutcome]:
-    """The outcomes of a validation phase's trials; a trial left running was stopped."""
+def _phase_outcomes(tracker: SweepTracker, before: set[str], grid: Any) -> list[TrialOutcome]:
+    """The outcomes of a validation phase's trials; a trial left running was stopped.
+
+    A trial that Tune failed before any callback saw it (e.g. a worker that could
+    not be reused) is recorded FAILED from Tune's ``ResultGrid``, never dropped.
+    """
+    for result in grid:
+        spec = trial_from_config(result.config)
+        if spec.trial_id not in tracker.outcomes and result.error is not None:
+            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            tracker.trial_started(spec)
+            tracker.trial_failed(spec.trial_id, lines[-1] if lines else repr(result.error))
     mine = [o for tid, o in tracker.outcomes.items() if tid not in before]
     for o in mine:
         if o.status == "RUNNING":  # never reported a result before the budget ran out

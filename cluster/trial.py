@@ -21,7 +21,7 @@ import torch
 from ray import tune
 
 from lifelong.platform.expand import scenario_key, trial_from_config
-from lifelong.platform.learner import Learner
+from lifelong.platform.learner import Learner, TrainingStopped
 from lifelong.platform.metrics import step_metrics
 from lifelong.platform.models import ModelConfig
 from lifelong.platform.plugins import import_on_worker, load_plugin
@@ -91,6 +91,7 @@ def train_ahead(learner: Learner, node: str, out: queue.Queue[Any], stop: thread
     ``tune.report`` waits for the driver. Each item is ``(result, checkpoint_dir)``;
     the last item is ``None`` (done) or the exception that stopped training.
     """
+    learner.stop_requested = stop.is_set  # a stopped trial quits within one epoch
     try:
         for i in range(learner.next_experience, len(learner.experiences)):
             if stop.is_set():
@@ -101,6 +102,8 @@ def train_ahead(learner: Learner, node: str, out: queue.Queue[Any], stop: thread
             torch.save(learner.state_dict(), d / CHECKPOINT_FILE)
             out.put((result, d))
         out.put(None)
+    except TrainingStopped:  # the trial's thread has stopped waiting for results
+        return
     except BaseException as error:  # handed to the trial's thread, which raises it
         out.put(error)
 
@@ -124,6 +127,10 @@ def train_trial(
     taken when each experience ended, so they are the same as without the helper.
     """
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    # A scheduler that stops this trial reuses the worker for the next one once this
+    # function has returned; the helper thread stops within an epoch, so wait for it
+    # (Tune's default, 2 s, fails the next trial when an epoch takes longer).
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
     import_plugins(config.get("plugins", {}))
     if streams is not None:
         stream = streams[scenario_key(config["trial"]["scenario"])]

@@ -15,7 +15,7 @@ costs what a hand-written PyTorch step costs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,10 @@ def _overrides(strategy: Strategy, hook: str) -> bool:
 def _fabric(accelerator: str, precision: str) -> Fabric:
     """One Fabric per process and setting: its constructor scans all entry points (~10 ms)."""
     return Fabric(accelerator=accelerator, devices=1, precision=precision)
+
+
+class TrainingStopped(Exception):
+    """Training was asked to stop (:attr:`Learner.stop_requested`); the learner is mid-way."""
 
 
 class DivergenceError(RuntimeError):
@@ -104,6 +108,10 @@ class Learner:
 
     check_gradients: bool = True
     """Also check every step's gradient norms for NaN/inf (one fused op per step)."""
+
+    stop_requested: Callable[[], bool] | None = None
+    """Asked before every epoch (and plasticity reference); ``True`` raises
+    :class:`TrainingStopped`, e.g. once a Tune scheduler has stopped the trial."""
 
     def __init__(
         self,
@@ -174,6 +182,7 @@ class Learner:
         self.model.train()
         with self.fabric.autocast():
             for epoch in range(self.training.epochs):
+                self._check_stop(i)
                 self._epoch_start_step = ctx.step
                 perm = torch.randperm(n, device=self.device, generator=self.generator)
                 # One gather per epoch; each batch is then a view (no per-step copy).
@@ -371,9 +380,14 @@ class Learner:
         losses = self.train_experience(i)
         self.R[i] = self.evaluate()
         if self.training.plasticity_baseline:
+            self._check_stop(i)
             self.fresh[i] = self.fresh_accuracy(i)
         self.next_experience = i + 1
         return self.R[i], losses
+
+    def _check_stop(self, i: int) -> None:
+        if self.stop_requested is not None and self.stop_requested():
+            raise TrainingStopped(f"stopped while training experience {i}")
 
     def fresh_accuracy(self, i: int) -> float:
         """Accuracy on experience ``i`` of a freshly initialised model trained on it alone.

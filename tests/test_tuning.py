@@ -251,3 +251,50 @@ def test_optuna_proposes_the_configurations(ray_instance: str, in_tmp: Path) -> 
         best.data.params["strategy.l2.lambda"]
     ]
     assert kids[0].data.params["seed"] == "0"
+
+
+def test_a_stopped_trial_frees_its_worker_for_the_next(ray_instance: str, in_tmp: Path) -> None:
+    """ASHA stops a trial mid-experience; the next trial reuses the same worker.
+
+    Each experience here takes seconds (longer than Tune's 2 s wait for a stopped
+    function trainable's thread); before the learner checked for a stop every epoch,
+    the next trial failed with "Trainable runner reuse requires reset_config()" and
+    never reached MLflow.
+    """
+    slow = {**GAUSS, "options": {**GAUSS["options"], "n_train_per_class": 200}}
+    spec = {
+        "name": "reuse",
+        "seeds": 1,
+        "scenario": slow,
+        "model": {"name": "mlp", "hidden": [256, 256]},  # about 4 s per experience here
+        "training": {"epochs": 150, "lr": {"grid": [0.1, 1e-6, 2e-6]}},
+        "max_concurrent_trials": 1,
+        "strategies": ["naive"],
+        "tune": {"scheduler": "asha", "seeds": [100]},
+    }
+    path = in_tmp / "reuse.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    tuning = [
+        r
+        for r in _runs(client, "reuse")
+        if r.data.tags["lifelong.role"] == "trial" and r.data.tags["lifelong.phase"] == "tune"
+    ]
+    status = {r.data.params["training.lr"]: r.info.status for r in tuning}
+    assert status == {"0.1": "FINISHED", "1e-06": "KILLED", "2e-06": "KILLED"}, status
+
+
+def test_the_learner_stops_when_asked() -> None:
+    from lifelong.platform.learner import Learner, TrainingStopped
+    from lifelong.platform.models import ModelConfig
+    from lifelong.platform.training import TrainingConfig
+
+    learner = Learner(_stream(), ModelConfig(hidden=[8]), [], TrainingConfig(epochs=3), 0)
+    asked = []
+    learner.stop_requested = lambda: asked.append(1) or len(asked) > 3
+    learner.run_experience(0)  # epochs 1..3 asked, none stopped
+    with pytest.raises(TrainingStopped, match="experience 1"):
+        learner.run_experience(1)
+    assert len(asked) == 4 and learner.next_experience == 1
