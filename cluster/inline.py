@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import traceback
 
+import torch
+
 from lifelong.platform.expand import scenario_key
 from lifelong.platform.spec import Experiment
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
@@ -28,7 +30,26 @@ def run_in_process(
     *,
     raise_errors: bool = False,
 ) -> list[TrialOutcome]:
-    """Train and log every trial of ``experiment`` in this process; outcomes in file order."""
+    """Train and log every trial of ``experiment`` in this process; outcomes in file order.
+
+    Torch uses ``resources.cpu`` threads meanwhile, as a Ray trial does: another
+    thread count sums in another order, and the accuracy matrices would differ
+    from the sweep's in the last digits.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(experiment.spec.resources.cpu)))
+    try:
+        return _run_all(experiment, stream, tracker, raise_errors)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_all(
+    experiment: Experiment,
+    stream: Stream | dict[str, Stream],
+    tracker: SweepTracker,
+    raise_errors: bool,
+) -> list[TrialOutcome]:
     tracker.start()
     trials = experiment.trials()
     status = "FINISHED"
