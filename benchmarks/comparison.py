@@ -46,6 +46,17 @@ def run_all(uri: str, files: list[Path]) -> None:
         print(f"{f.name}: {time.perf_counter() - t:.0f} s", flush=True)
 
 
+def _cells(done: list, shown: list[str]) -> list[str]:
+    """``mean ± std`` over the finished runs ``done`` of each metric in ``shown``."""
+    cells = []
+    for m in shown:
+        v = np.array([k.data.metrics[m] for k in done if m in k.data.metrics])
+        cells.append(
+            f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "—"
+        )
+    return cells
+
+
 def sweep_table(client: MlflowClient, name: str, order: list[str]) -> tuple[str, list[str]]:
     """Markdown rows for the latest sweep of experiment ``name``, strategies in ``order``."""
     exp = client.get_experiment_by_name(name)
@@ -68,12 +79,7 @@ def sweep_table(client: MlflowClient, name: str, order: list[str]) -> tuple[str,
     for label in labels:
         mine = [k for k in kids if k.data.params["strategy"] == label]
         done = [k for k in mine if k.info.status == "FINISHED"]
-        cells = []
-        for m in shown:
-            v = np.array([k.data.metrics[m] for k in done if m in k.data.metrics])
-            cells.append(
-                f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "—"
-            )
+        cells = _cells(done, shown)
         failed = len(mine) - len(done)
         seeds = f"{len(done)}" + (f" ({failed} failed)" if failed else "")
         rows.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
@@ -126,12 +132,7 @@ def tuned_table(client: MlflowClient, name: str, order: list[str]) -> tuple[str,
         c = choices.get(label, {})
         mine = [k for k in kids if k.data.tags.get("lifelong.strategy_base") == label]
         done = [k for k in mine if k.info.status == "FINISHED"]
-        cells = []
-        for m in shown:
-            v = np.array([k.data.metrics[m] for k in done if m in k.data.metrics])
-            cells.append(
-                f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "—"
-            )
+        cells = _cells(done, shown)
         values = ", ".join(
             f"{_short(k)}={v:.4g}" if isinstance(v, float) else f"{_short(k)}={v}"
             for k, v in c.get("values", {}).items()
