@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test setup ui constraints chromium
+.PHONY: quickstart test setup ui constraints chromium datasets
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-quickstart: $(STAMP)
+quickstart: $(STAMP) datasets
 	$(BIN)/lifelong run examples/quickstart.yaml
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium datasets
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -32,6 +32,17 @@ chromium:
 	      apt-get install -y -qq --no-install-recommends chromium; \
 	  else \
 	    echo "note: no /usr/bin/chromium; the browser test skips (and fails when CI=true)"; \
+	  fi; }
+
+# The fashion_mnist scenario source reads Debian's Fashion-MNIST (no download by
+# lifelong): install the package when it is missing (root with apt-get, as in CI).
+datasets:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; \
+	  else \
+	    echo "note: no /usr/share/datasets/fashion-mnist; the Fashion-MNIST test skips (and fails when CI=true)"; \
 	  fi; }
 
 ui: $(STAMP)

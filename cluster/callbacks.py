@@ -109,10 +109,11 @@ class TrackingCallback(Callback):
         self.tracker.trial_result(
             spec.trial_id,
             step,
-            np.asarray(result["R"], dtype=float),
+            dict(result["metrics"]),
             dict(result["losses"]),
             dict(result.get("strategy_metrics", {})),
             result.get("node_id"),
+            anytime=result.get("anytime") or (),
         )
         self._last[spec.trial_id] = result
         self.progress.result(spec.trial_id, step, int(result["n_experiences"]))
@@ -139,7 +140,8 @@ class TrackingCallback(Callback):
             spec.trial_id,
             np.asarray(last["R"], dtype=float),
             np.asarray(last["untrained"], dtype=float),
-            np.asarray(last.get("fresh", []), dtype=float) if last.get("fresh") else None,
+            np.asarray(last["fresh"], dtype=float) if last.get("fresh") else None,
+            last.get("partial_R"),
         )
         self.progress.finished(spec.trial_id, self.tracker.outcomes[spec.trial_id].final)
 

@@ -16,6 +16,7 @@ import traceback
 import torch
 
 from lifelong.platform.expand import scenario_key
+from lifelong.platform.partial_metrics import partial_description
 from lifelong.platform.spec import Experiment
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
@@ -60,11 +61,17 @@ def _run_all(
             try:
                 learner = build_learner({"trial": trial.to_dict()}, data)
                 learner.evaluate_untrained()
+                last: dict[str, float] = {}
                 for i in range(len(data)):
                     _, losses = learner.run_experience(i)
-                    result = experience_result(learner, i, losses, "in-process")
+                    result = experience_result(learner, i, losses, "in-process", last)
                     tracker.trial_result(
-                        trial.trial_id, i, learner.R, losses, result["strategy_metrics"]
+                        trial.trial_id,
+                        i,
+                        result["metrics"],
+                        losses,
+                        result["strategy_metrics"],
+                        anytime=result["anytime"],
                     )
             except Exception as e:
                 if raise_errors:
@@ -74,7 +81,13 @@ def _run_all(
                 status = "FAILED"
                 continue
             fresh = learner.fresh if learner.training.plasticity_baseline else None
-            tracker.trial_finished(trial.trial_id, learner.R, learner.untrained, fresh)
+            tracker.trial_finished(
+                trial.trial_id,
+                learner.R,
+                learner.untrained,
+                fresh,
+                partial_description(learner.training),
+            )
     except BaseException:
         tracker.abort("the in-process sweep was interrupted")
         raise

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifelong.scenarios.stream import Experience, Stream
+from lifelong.scenarios.derived import DerivedExperiences
+from lifelong.scenarios.stream import Experience, LazyExperiences, Stream
 
 _TENSORS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -31,18 +32,28 @@ class SharedStream:
 
     def __init__(self, stream: Stream) -> None:
         self.stream = dataclasses.replace(stream, experiences=())
-        self.experiences: list[dict[str, Any]] = [
+        self.derived: dict[str, Any] | None = None
+        self.experiences: list[dict[str, Any]] = []
+        xs = stream.experiences
+        if isinstance(xs, DerivedExperiences):  # the base data once, plus the transforms
+            self.derived = xs.to_numpy()
+            self.n = len(xs)
+            return
+        if isinstance(xs, LazyExperiences):
+            raise TypeError(f"cannot ship {type(xs).__name__} through the object store")
+        self.experiences = [
             {
                 "index": e.index,
                 "task_id": e.task_id,
                 "classes": e.classes,
                 **{k: getattr(e, k).detach().cpu().numpy() for k in _TENSORS},
             }
-            for e in stream.experiences
+            for e in xs
         ]
+        self.n = len(self.experiences)
 
     def __len__(self) -> int:
-        return len(self.experiences)
+        return self.n
 
     def unpack(self) -> Stream:
         """The stream again; its tensors view the (read-only) shared arrays."""
@@ -50,6 +61,10 @@ class SharedStream:
             # The arrays are read-only views of the object store: nothing writes to a
             # stream's tensors (the learner copies batches), so sharing them is safe.
             warnings.filterwarnings("ignore", message=".*not writable.*")
+            if self.derived is not None:
+                return dataclasses.replace(
+                    self.stream, experiences=DerivedExperiences.from_numpy(self.derived)
+                )
             experiences = tuple(
                 Experience(
                     d["index"],

@@ -24,6 +24,7 @@ from lifelong.platform.expand import scenario_key, trial_from_config
 from lifelong.platform.learner import Learner, TrainingStopped
 from lifelong.platform.metrics import step_metrics
 from lifelong.platform.models import ModelConfig
+from lifelong.platform.partial_metrics import partial_description, partial_step_metrics
 from lifelong.platform.plugins import import_on_worker, load_plugin
 from lifelong.platform.training import TrainingConfig
 from lifelong.platform.tuning import METRICS
@@ -65,20 +66,40 @@ def import_plugins(plugins: dict[str, list[str]]) -> None:
         load_plugin(file, base)
 
 
+def step_values(learner: Learner, i: int) -> dict[str, float]:
+    """The metrics logged after experience ``i`` (none for a row left unevaluated)."""
+    if learner.training.partial_R:
+        return partial_step_metrics(learner.R, i)
+    return step_metrics(learner.R, i)
+
+
 def experience_result(
-    learner: Learner, i: int, losses: dict[str, float], node: str
+    learner: Learner, i: int, losses: dict[str, float], node: str, last: dict[str, float]
 ) -> dict[str, Any]:
-    """The metrics a trial reports after experience ``i`` (plain Python values)."""
-    scalars = step_metrics(learner.R, i)
+    """The metrics a trial reports after experience ``i`` (plain Python values).
+
+    ``metrics`` is what the tracker logs at step ``i``; the whole matrix ``R``
+    (with the untrained and fresh rows) travels only with the last experience,
+    so a report costs O(T), not O(T^2), on a stream of T experiences. ``last``:
+    the latest evaluated metrics, which a Tune scheduler reads on a row left
+    unevaluated (``training.eval_every``); updated in place.
+    """
+    values = step_values(learner, i)
+    last.update({m: values[m] for m in METRICS if m in values})
+    n = len(learner.experiences)
+    final = i == n - 1
     return {
-        **{m: scalars[m] for m in METRICS},  # what a Tune scheduler or searcher reads
+        **{m: last.get(m, float("nan")) for m in METRICS},  # what a scheduler reads
+        "metrics": values,
         "experience": i,
-        "n_experiences": len(learner.experiences),
-        "R": learner.R.tolist(),  # rows after i are NaN
-        "untrained": learner.untrained.tolist(),
+        "n_experiences": n,
+        "R": learner.R.tolist() if final else None,
+        "untrained": learner.untrained.tolist() if final else None,
+        "fresh": learner.fresh.tolist() if final and learner.training.plasticity_baseline else None,
+        "partial_R": partial_description(learner.training),
+        "anytime": [list(point) for point in learner.anytime],
         "losses": losses,
         "strategy_metrics": learner.strategy_metrics() | _plasticity(learner, i),
-        "fresh": learner.fresh.tolist(),
         "node_id": node,
         "pid": os.getpid(),
     }
@@ -92,12 +113,13 @@ def train_ahead(learner: Learner, node: str, out: queue.Queue[Any], stop: thread
     the last item is ``None`` (done) or the exception that stopped training.
     """
     learner.stop_requested = stop.is_set  # a stopped trial quits within one epoch
+    last: dict[str, float] = {}
     try:
         for i in range(learner.next_experience, len(learner.experiences)):
             if stop.is_set():
                 return
             _, losses = learner.run_experience(i)
-            result = experience_result(learner, i, losses, node)
+            result = experience_result(learner, i, losses, node, last)
             d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
             torch.save(learner.state_dict(), d / CHECKPOINT_FILE)
             out.put((result, d))

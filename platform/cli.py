@@ -12,6 +12,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 app = typer.Typer(
     add_completion=False,
@@ -181,6 +182,7 @@ def run(
 
 def _print_results(results: Results, experiment: Experiment) -> None:
     """The end of ``lifelong run``: tables, failures, where to look; exit 1 if a trial failed."""
+    from lifelong.platform.partial_metrics import PARTIAL_NOTE
     from lifelong.platform.summary import summarize, summary_table
     from lifelong.platform.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
@@ -195,6 +197,9 @@ def _print_results(results: Results, experiment: Experiment) -> None:
     title = f"{results.experiment_name}: {phase}final metrics, mean ± std over seeds"
     if rows:
         out.print(summary_table(rows, title=title))
+    partial = sorted({t.label for t in results.trials if "eval/coverage" in t.metrics})
+    if partial:
+        out.print(Text(f"note: {', '.join(partial)}: {PARTIAL_NOTE}"), soft_wrap=True)
     failed = [(r.label, f) for r in rows for f in r.failed]
     for label, reason in failed:
         out.print(

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from lifelong.platform.partial_metrics import PARTIAL_NOTE
 from lifelong.platform.summary import ALPHA, TrialRecord
 
 if TYPE_CHECKING:
@@ -407,6 +408,7 @@ def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) ->
     for r in sorted(runs, key=_newest_finished_first):
         groups.setdefault((digest_of[r.info.run_id], _seed(r)), []).append(r)
     records, notes = [], []
+    partials: dict[str, str] = {}  # a partial accuracy matrix is said once per row
     for (digest, _), group in groups.items():
         record = replace(
             record_from_run(client, group[0]),
@@ -417,6 +419,9 @@ def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) ->
         records.append(record)
         if len(group) > 1:
             notes.append((record.label, record.seed, _repeat_note(record, group)))
+        partial = group[0].data.tags.get("lifelong.partial_R")
+        if partial:
+            partials[record.label] = f"note: {record.label}: {partial}; {PARTIAL_NOTE}"
     records.sort(key=lambda r: (r.label, r.seed))
     keys = differing_keys(list(row_configs.values()))
     head = (
@@ -425,7 +430,8 @@ def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) ->
         else []
     )
     lines = [f"{s.description}: {len(s.runs)} trial run(s)" for s in sources]
-    return Loaded(records, lines, keys, head + [n for *_, n in sorted(notes)])
+    tail = [partials[k] for k in sorted(partials)]
+    return Loaded(records, lines, keys, head + [n for *_, n in sorted(notes)] + tail)
 
 
 def load_records(client: MlflowClient, args: Sequence[str]) -> tuple[list[TrialRecord], list[str]]:

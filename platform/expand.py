@@ -16,6 +16,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from lifelong.platform.search import Space, expand, set_path, value_text
 from lifelong.strategies import get_strategy
 
@@ -60,7 +62,7 @@ def group_base(experiment: Experiment, i: int) -> tuple[TrialSpec, dict[str, Spa
     from lifelong.platform.spec import TrialSpec
 
     spec = experiment.spec
-    sections = [getattr(spec, s).model_dump(mode="json") for s in _SECTIONS]
+    sections = [_dump(getattr(spec, s)) for s in _SECTIONS]
     label = experiment.labels()[i]
     own = experiment.group_spaces[i] if experiment.group_spaces else {}
     base = TrialSpec(experiment.groups[i], spec.seeds[0], label, *sections, (), label)
@@ -111,7 +113,28 @@ def _validated(sections: dict[str, Any]) -> dict[str, Any]:
     from lifelong.scenarios import ScenarioConfig
 
     kinds = {"scenario": ScenarioConfig, "model": ModelConfig, "training": TrainingConfig}
-    return {k: kinds[k].model_validate(v).model_dump(mode="json") for k, v in sections.items()}
+    return {k: _dump(kinds[k].model_validate(v)) for k, v in sections.items()}
+
+
+def _dump(section: BaseModel) -> dict[str, Any]:
+    """A section with every field resolved, as trials carry it and MLflow logs it.
+
+    A source that brings its own experiences (``avalanche``, image folders by
+    domain) infers the protocol and the number of experiences unless the file
+    sets them: those fields stay out when unset, never logged with a default
+    that the stream does not have.
+    """
+    from lifelong.scenarios import SOURCES, ScenarioConfig, source_config
+
+    data = section.model_dump(mode="json")
+    if not isinstance(section, ScenarioConfig):
+        return data
+    source = SOURCES.get(section.source)(source_config(section))
+    if getattr(source, "stream_source", False):
+        for name in ("protocol", "n_experiences"):
+            if name not in section.model_fields_set:
+                data.pop(name)
+    return data
 
 
 def _lookup(key: str, sections: dict[str, Any], strategies: tuple[StrategySpec, ...]) -> Any:

@@ -15,7 +15,7 @@ costs what a hand-written PyTorch step costs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from lifelong.platform.fabric_import import Fabric
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
 from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.training import TrainingConfig
-from lifelong.scenarios.stream import Experience, Stream
+from lifelong.scenarios.stream import Experience, Stream, on_device
 from lifelong.strategies.base import Batch, Context, Strategy
 
 
@@ -136,13 +136,16 @@ class Learner:
         self.device = self.fabric.device
         self.optimizer = training.make_optimizer(list(self.model.parameters()))
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.experiences = [e.to(self.device) for e in stream]
+        self.experiences = on_device(stream.experiences, self.device)
+        self.task_free = bool(stream.info.get("task_free", False))
         n = len(stream)
         self.R = np.full((n, n), np.nan)
         self.untrained = np.full(n, np.nan)
         self.fresh = np.full(n, np.nan)  # plasticity reference, when training asks for it
         self.model_config = model_config
         self.step = 0
+        self.samples_seen = 0
+        self.anytime: list[tuple[int, float]] = []  # (samples seen, accuracy), this experience
         self.next_experience = 0
         self._term_owner: dict[str, str] = {}
         self._term_steps: dict[str, list[int]] = {}  # global step of each history entry
@@ -162,11 +165,15 @@ class Learner:
     def train_experience(self, i: int) -> dict[str, float]:
         """Train on experience ``i``; return the mean of each loss term over its steps."""
         exp = self.experiences[i]
-        if self.training.reset_optimizer:
+        # A task-free stream gives the learner no boundary: the strategies see one long
+        # experience (start before the first, end after the last); R keeps its rows.
+        starts = not self.task_free or i == 0
+        ends = not self.task_free or i == len(self.experiences) - 1
+        if self.training.reset_optimizer and starts:
             self.optimizer = self.training.make_optimizer(list(self.model.parameters()))
         ctx = self.context(exp)
         ctx.total_steps = self.training.epochs * -(-exp.n_train // self.training.batch_size)
-        for s in self.strategies:
+        for s in self.strategies if starts else ():
             s.on_experience_start(ctx)
         history: dict[str, list[Tensor]] = {}
         self._term_steps, self._grad_norms = {}, []
@@ -179,6 +186,8 @@ class Learner:
         totals: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
         n, bs = exp.n_train, self.training.batch_size
+        anytime = self.training.anytime_every
+        self.anytime = []
         self.model.train()
         with self.fabric.autocast():
             for epoch in range(self.training.epochs):
@@ -194,12 +203,20 @@ class Learner:
                     for k, v in terms.items():
                         history.setdefault(k, []).append(v)
                         self._term_steps.setdefault(k, []).append(step)
+                    self.samples_seen += min(bs, n - start)
+                    if anytime and ctx.step % anytime == 0:
+                        self._anytime(i)
                 self._end_epoch(history, totals, counts, i, epoch, ctx.step)
-        for s in self.strategies:
+        for s in self.strategies if ends else ():
             s.on_experience_end(ctx)
         self.step = ctx.step
         means = torch.stack([totals[k] for k in totals]).tolist() if totals else []
         return {k: m / counts[k] for k, m in zip(totals, means, strict=True)}
+
+    def _anytime(self, i: int) -> None:
+        """Record the mean accuracy on experiences ``0..i`` now (online CL's anytime accuracy)."""
+        row = self.evaluate(range(i + 1))
+        self.anytime.append((self.samples_seen, float(np.mean(row[: i + 1]))))
 
     def _step(
         self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor
@@ -337,34 +354,47 @@ class Learner:
         )
 
     @torch.no_grad()
-    def evaluate(self) -> np.ndarray:
-        """Return the accuracy on every experience's test set (one row of ``R``).
+    def evaluate(self, columns: Iterable[int] | None = None) -> np.ndarray:
+        """Return the accuracy on each experience's test set (one row of ``R``).
 
-        Strategies' ``on_eval_start`` may change the weights for one experience
-        (a task mask); they are restored afterwards.
+        ``columns``: the experiences to evaluate (default: all); the others are
+        ``nan``. Strategies' ``on_eval_start`` may change the weights for one
+        experience (a task mask); they are restored afterwards.
         """
         self.model.eval()
+        n = len(self.experiences)
+        columns = list(range(n) if columns is None else columns)
         accs = []
         bs = self.training.eval_batch_size
         hooks = [s for s in self.strategies if _overrides(s, "on_eval_start")]
         saved = [p.detach().clone() for p in self.model.parameters()] if hooks else []
         with self.fabric.autocast():
-            for exp in self.experiences:
+            for j in columns:
+                exp = self.experiences[j]
                 for s in hooks:
                     s.on_eval_start(self.context(exp))
                 correct = torch.zeros((), dtype=torch.long, device=self.device)
+                x_test, y_test = exp.x_test, exp.y_test
                 for start in range(0, exp.n_test, bs):
-                    logits = self.model(exp.x_test[start : start + bs], exp.task_id)
-                    correct += (logits.argmax(1) == exp.y_test[start : start + bs]).sum()
+                    logits = self.model(x_test[start : start + bs], exp.task_id)
+                    correct += (logits.argmax(1) == y_test[start : start + bs]).sum()
                 accs.append(correct.double() / exp.n_test)
                 if saved:
                     torch._foreach_copy_(list(self.model.parameters()), saved)
         self.model.train()
-        return torch.stack(accs).cpu().numpy()
+        row = np.full(n, np.nan)
+        if accs:
+            row[columns] = torch.stack(accs).cpu().numpy()
+        return row
 
     def evaluate_untrained(self) -> np.ndarray:
-        """Evaluate the model before any training (the FWT baseline row)."""
-        self.untrained = self.evaluate()
+        """Evaluate the model before any training (the FWT baseline row).
+
+        Under ``eval_on: seen`` or ``last_k`` nothing unseen is ever evaluated, so
+        forward transfer is undefined and the row stays ``nan``.
+        """
+        if self.training.eval_on == "all":
+            self.untrained = self.evaluate()
         return self.untrained
 
     def fit(self) -> np.ndarray:
@@ -376,9 +406,14 @@ class Learner:
         return self.R
 
     def run_experience(self, i: int) -> tuple[np.ndarray, dict[str, float]]:
-        """Train experience ``i``, evaluate, record row ``i`` of ``R``; return it and losses."""
+        """Train experience ``i``, evaluate, record row ``i`` of ``R``; return it and losses.
+
+        Under ``training.eval_every`` a row between evaluations stays ``nan``.
+        """
         losses = self.train_experience(i)
-        self.R[i] = self.evaluate()
+        n = len(self.experiences)
+        if self.training.evaluated_row(i, n):
+            self.R[i] = self.evaluate(self.training.evaluated_columns(i, n))
         if self.training.plasticity_baseline:
             self._check_stop(i)
             self.fresh[i] = self.fresh_accuracy(i)
@@ -400,7 +435,7 @@ class Learner:
         with torch.random.fork_rng(devices=[]):
             fresh = Learner(self.stream, self.model_config, [], training, seed)
             fresh.train_experience(i)
-            return float(fresh.evaluate()[i])
+            return float(fresh.evaluate([i])[i])
 
     def strategy_metrics(self) -> dict[str, float]:
         """Every strategy's diagnostics, keyed ``<strategy>/<key>``."""
@@ -419,6 +454,7 @@ class Learner:
             "untrained": torch.from_numpy(self.untrained.copy()),
             "fresh": torch.from_numpy(self.fresh.copy()),
             "step": self.step,
+            "samples_seen": self.samples_seen,
             "next_experience": self.next_experience,
         }
 
@@ -434,4 +470,5 @@ class Learner:
         self.untrained = state["untrained"].numpy().copy()
         self.fresh = state["fresh"].numpy().copy()
         self.step = int(state["step"])
+        self.samples_seen = int(state.get("samples_seen", 0))
         self.next_experience = int(state["next_experience"])

@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.text import Text
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from numpy.typing import ArrayLike, NDArray
 
 from lifelong.platform.metrics import check_accuracy_matrix
@@ -101,8 +102,15 @@ def _build_template(n: int, labels: list[str], titled: bool) -> _Template:
     )
     fig.colorbar(image, cax=cax, label="accuracy")
 
-    ax.set_xticks(range(n), [f"exp {j}" for j in range(n)])
-    ax.set_yticks(range(rows), labels)
+    if n <= _MAX_ANNOTATED:
+        ax.set_xticks(range(n), [f"exp {j}" for j in range(n)])
+        ax.set_yticks(range(rows), labels)
+    else:  # a long stream: a dozen integer ticks, not one label per experience
+        ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(12, integer=True))
+        ax.yaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: labels[int(v)] if 0 <= int(v) < rows else "")
+        )
     ax.set_xlabel("evaluated on experience")
     ax.set_ylabel("trained through experience")
     ax.xaxis.set_ticks_position("top")

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mlflow.entities import Metric, Param
 from lifelong.platform import metrics
 from lifelong.platform.expand import resolved_sections
 from lifelong.platform.mlflow_io import ResilientClient
+from lifelong.platform.partial_metrics import partial_summary
 from lifelong.platform.plots import accuracy_matrix_csv, accuracy_matrix_heatmap
 from lifelong.platform.spec import Experiment, TrialSpec
 
@@ -248,13 +250,21 @@ class SweepTracker:
         self,
         trial_id: str,
         step: int,
-        R_rows: np.ndarray,
+        values: Mapping[str, float] | np.ndarray,
         losses: dict[str, float],
         extra: dict[str, float] | None = None,
         node_id: str | None = None,
+        *,
+        anytime: Sequence[Sequence[float]] = (),
     ) -> None:
         """Log the metrics of experience ``step``; a step already logged is skipped.
 
+        ``anytime``: ``(samples seen, accuracy)`` points taken while the experience
+        trained (``training.anytime_every``), logged as ``anytime/acc`` with the
+        samples seen as the MLflow step.
+
+        ``values``: the step's metrics (``cluster.trial.step_values``), or the
+        accuracy matrix (rows ``0..step`` filled) to compute them from.
         ``node_id``: the Ray node that ran the step, kept as the run's ``node_id`` tag.
 
         ``extra`` holds strategies' diagnostics (``<strategy>/<key>``), logged as given.
@@ -265,11 +275,14 @@ class SweepTracker:
             self.client.set_tag(outcome.run_id, "node_id", node_id)
         if step in outcome.logged_steps:
             return
-        values = metrics.step_metrics(R_rows, step)
+        values = (
+            metrics.step_metrics(values, step) if isinstance(values, np.ndarray) else dict(values)
+        )
         values.update({f"loss/{k}": v for k, v in losses.items()})
         values.update(extra or {})
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in values.items()]
+        batch += [Metric("anytime/acc", float(acc), now, int(seen)) for seen, acc in anytime]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(outcome.run_id, metrics=batch[i : i + 1000])
         outcome.logged_steps.add(step)
@@ -280,15 +293,23 @@ class SweepTracker:
         R: np.ndarray,
         untrained: np.ndarray,
         fresh: np.ndarray | None = None,
+        partial: str | None = None,
     ) -> None:
         """Log final metrics (``fwt`` included) and the matrix artifacts; end FINISHED.
 
         ``fresh``: per-experience accuracies of freshly initialised models (the
-        plasticity reference), when the trial measured them.
+        plasticity reference), when the trial measured them. ``partial``: how the
+        matrix was evaluated when not in full (``training.eval_every`` /
+        ``eval_on``); the metrics then follow :mod:`lifelong.platform.partial_metrics`
+        and the run is tagged ``lifelong.partial_R``.
         """
         outcome = self.outcomes[trial_id]
         outcome.R, outcome.untrained = R, untrained
-        outcome.final = metrics.summary(R, untrained)
+        if partial:
+            outcome.final = partial_summary(R, untrained)
+            self.client.set_tag(outcome.run_id, "lifelong.partial_R", partial)
+        else:
+            outcome.final = metrics.summary(R, untrained)
         if fresh is not None and np.isfinite(fresh).all():
             outcome.final["plasticity/fresh_avg"] = float(np.mean(fresh))
         last = R.shape[0] - 1
@@ -300,6 +321,9 @@ class SweepTracker:
             outcome.run_id, metrics=[Metric(k, float(v), now, last) for k, v in extra.items()]
         )
         with tempfile.TemporaryDirectory() as d:
+            npz = Path(d) / "accuracy_matrix.npz"  # the whole matrix, compressed, nan kept
+            np.savez_compressed(npz, R=R, untrained=untrained)
+            self.client.log_artifact(outcome.run_id, str(npz))
             csv = accuracy_matrix_csv(R, Path(d) / "accuracy_matrix.csv", untrained=untrained)
             png = accuracy_matrix_heatmap(
                 R,

@@ -43,6 +43,34 @@ class TrainingConfig(BaseModel):
         False, description="train a fresh model per experience as the plasticity reference"
     )
 
+    eval_every: int = Field(
+        1, ge=1, le=1_000_000, description="evaluate after every k-th experience (and the last)"
+    )
+    eval_on: Literal["all", "seen", "last_k"] = Field(
+        "all", description="test sets evaluated: all, the seen ones, or the last_k seen"
+    )
+    eval_last_k: int = Field(10, ge=1, le=1_000_000, description="k of eval_on: last_k")
+    anytime_every: int | None = Field(
+        None, ge=1, le=1_000_000_000, description="evaluate the seen experiences every k steps"
+    )
+
+    @property
+    def partial_R(self) -> bool:
+        """Whether evaluations leave cells of the accuracy matrix unfilled."""
+        return self.eval_every > 1 or self.eval_on != "all"
+
+    def evaluated_row(self, i: int, n: int) -> bool:
+        """Whether the learner evaluates after experience ``i`` of ``n``."""
+        return (i + 1) % self.eval_every == 0 or i == n - 1
+
+    def evaluated_columns(self, i: int, n: int) -> range:
+        """The experiences whose test sets are evaluated after experience ``i`` of ``n``."""
+        if self.eval_on == "seen":
+            return range(i + 1)
+        if self.eval_on == "last_k":
+            return range(max(0, i + 1 - self.eval_last_k), i + 1)
+        return range(n)
+
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """Build the configured optimizer over ``params``."""
         if self.optimizer == "adam":

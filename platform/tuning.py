@@ -192,7 +192,15 @@ def final_stream(stream: Stream, validation: ValidationConfig) -> Stream:
     if k is None:
         return stream
     rest = tuple(
-        dataclasses.replace(e, index=i, task_id=e.task_id - k if e.task_id else 0)
+        Experience(
+            i,
+            e.task_id - k if e.task_id else 0,
+            e.classes,
+            e.x_train,
+            e.y_train,
+            e.x_test,
+            e.y_test,
+        )
         for i, e in enumerate(stream.experiences[k:])
     )
     return dataclasses.replace(stream, name=f"{stream.name} (after first {k})", experiences=rest)

@@ -18,6 +18,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lifelong.scenarios import avalanche as _avalanche  # noqa: F401  (registers 'avalanche')
+from lifelong.scenarios import disk as _disk  # noqa: F401  (registers torchvision, image_folder, fashion_mnist)
+from lifelong.scenarios.boundaries import Boundaries, boundary_stream_name, make_boundary_stream
 from lifelong.scenarios.protocols import Transform, make_stream, stream_name
 from lifelong.scenarios.sources import (
     SOURCES,
@@ -25,7 +27,7 @@ from lifelong.scenarios.sources import (
     Source,
     dataset_from_arrays,
 )
-from lifelong.scenarios.stream import Protocol, Stream
+from lifelong.scenarios.stream import LazyExperiences, Protocol, Stream
 
 __all__ = [
     "ScenarioConfig",
@@ -69,6 +71,28 @@ class ScenarioConfig(BaseModel):
         le=360,
         description="Rotated only: angles are evenly spaced in [0, max_angle) degrees.",
     )
+    boundaries: Boundaries = Field(
+        "sharp",
+        description="Class_incremental only: 'sharp' (disjoint class groups), 'blurry' "
+        "(blurry-M: blurry_m% of each experience's training samples come from the other "
+        "groups, Bang et al. 2021) or 'gaussian' (task-free: each group fades in and out on "
+        "a Gaussian schedule, Shanahan et al. 2021). Test sets stay the nominal groups'.",
+    )
+    blurry_m: float = Field(
+        10.0,
+        gt=0,
+        lt=100,
+        allow_inf_nan=False,
+        description="Blurry only: M, the percentage of each experience's training samples "
+        "drawn from the other experiences' classes (blurry10, blurry30).",
+    )
+    gaussian_width: float = Field(
+        0.5,
+        gt=0,
+        allow_inf_nan=False,
+        description="Gaussian only: the standard deviation, in experiences, of the Gaussian "
+        "over time of each class group (centred at its own experience).",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Options of the source, validated by its Config."
     )
@@ -90,10 +114,48 @@ def source_config(cfg: ScenarioConfig) -> BaseModel:
     return SOURCES.get(cfg.source).Config.model_validate(cfg.options)
 
 
+def _check_boundaries(cfg: ScenarioConfig) -> None:
+    """Check ``boundaries`` against the protocol and its own options' fields.
+
+    ``blurry_m`` and ``gaussian_width`` count as set when they differ from their
+    defaults: a resolved config (``model_dump``, as trials and MLflow carry it)
+    names every field, so ``model_fields_set`` alone would reject every sharp one.
+    """
+    for name, used_by in (("blurry_m", "blurry"), ("gaussian_width", "gaussian")):
+        default = ScenarioConfig.model_fields[name].default
+        if cfg.boundaries != used_by and getattr(cfg, name) != default:
+            raise ScenarioError(
+                name,
+                f"is used by boundaries: {used_by} only; this scenario's boundaries are "
+                f"{cfg.boundaries!r} (remove {name} or set boundaries: {used_by})",
+            )
+    if cfg.boundaries != "sharp" and cfg.protocol != "class_incremental":
+        why = (
+            "task ids could not tell the classes apart when experiences share them"
+            if cfg.protocol == "task_incremental"
+            else "every experience already holds every class"
+        )
+        raise ScenarioError(
+            "boundaries",
+            f"{cfg.boundaries!r} needs protocol class_incremental, got {cfg.protocol} ({why})",
+        )
+    if cfg.boundaries != "sharp" and cfg.n_experiences < 2:
+        raise ScenarioError(
+            "n_experiences",
+            f"boundaries {cfg.boundaries!r} need at least 2 experiences, got {cfg.n_experiences}",
+        )
+
+
 def _checked_source(cfg: ScenarioConfig) -> Source:
     """Run :func:`check_scenario`'s checks and return the ready source object."""
     source = SOURCES.get(cfg.source)(source_config(cfg))
+    _check_boundaries(cfg)
     if getattr(source, "stream_source", False):  # brings its own experiences (avalanche)
+        if cfg.boundaries != "sharp":
+            raise ScenarioError(
+                "boundaries",
+                f"source {cfg.source!r} brings its own experiences; only 'sharp' applies",
+            )
         source.check(cfg)  # type: ignore[attr-defined]
         return source
     info = source.info()
@@ -131,12 +193,16 @@ def validate_stream(stream: Stream) -> None:
     Every experience must have training and test samples, finite inputs of the
     stream's input shape, labels in ``0..n_classes-1`` and among the classes it
     declares; the stream needs two classes or more (and so does each experience
-    of a domain-incremental stream, which shows every class each time).
+    of a domain-incremental stream, which shows every class each time). Of a
+    stream built on demand (:class:`LazyExperiences`) only its representatives
+    are built and checked: its transforms keep shapes, finite values and labels.
 
     Raises:
         ScenarioError: (field ``source``) naming the experience index.
     """
-    for e in stream.experiences:
+    lazy = isinstance(stream.experiences, LazyExperiences)
+    checked = stream.experiences.representatives() if lazy else stream.experiences
+    for e in checked:
         for part, x, y in (("train", e.x_train, e.y_train), ("test", e.x_test, e.y_test)):
             where = f"experience {e.index} ({part})"
             if len(y) == 0:
@@ -187,15 +253,26 @@ def build_stream(cfg: ScenarioConfig) -> Stream:
     source = _checked_source(cfg)
     if getattr(source, "stream_source", False):
         return source.stream(cfg)  # type: ignore[attr-defined]  (validated there)
-    stream = make_stream(
-        source.load(cfg.seed),
-        protocol=cfg.protocol,
-        n_experiences=cfg.n_experiences,
-        seed=cfg.seed,
-        name=stream_name(cfg.source, cfg.protocol, cfg.transform),
-        transform=cfg.transform,
-        max_angle=cfg.max_angle,
-    )
+    if cfg.boundaries != "sharp":
+        stream = make_boundary_stream(
+            source.load(cfg.seed),
+            boundaries=cfg.boundaries,
+            n_experiences=cfg.n_experiences,
+            seed=cfg.seed,
+            name=boundary_stream_name(cfg.source, cfg.boundaries, m=cfg.blurry_m),
+            m=cfg.blurry_m,
+            width=cfg.gaussian_width,
+        )
+    else:
+        stream = make_stream(
+            source.load(cfg.seed),
+            protocol=cfg.protocol,
+            n_experiences=cfg.n_experiences,
+            seed=cfg.seed,
+            name=stream_name(cfg.source, cfg.protocol, cfg.transform),
+            transform=cfg.transform,
+            max_angle=cfg.max_angle,
+        )
     stream.info["source"] = cfg.source
     validate_stream(stream)
     return stream

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lifelong.scenarios.derived import DerivedExperiences
 from lifelong.scenarios.sources import Dataset, ScenarioError
 from lifelong.scenarios.stream import Experience, Protocol, Stream
 
@@ -124,19 +125,6 @@ def task_incremental(data: Dataset, n_experiences: int, seed: int, *, name: str)
     return _split_stream(data, n_experiences, seed, name=name, protocol="task_incremental")
 
 
-def _permuted(x: Tensor, perm: Tensor) -> Tensor:
-    """Permute the flattened features of every sample of ``x`` with ``perm``."""
-    return x.reshape(len(x), -1)[:, perm].reshape(x.shape).contiguous()
-
-
-def _rotated(x: Tensor, angle: float) -> Tensor:
-    """Rotate a batch of ``(C, H, W)`` images by ``angle`` degrees (bilinear, zero fill)."""
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2.functional import rotate
-
-    return rotate(x, angle, interpolation=InterpolationMode.BILINEAR).contiguous()
-
-
 def domain_incremental(
     data: Dataset,
     n_experiences: int,
@@ -148,6 +136,9 @@ def domain_incremental(
 ) -> Stream:
     """Repeat all of ``data`` in every experience, transformed per experience; task id 0.
 
+    The experiences are built on demand (:class:`DerivedExperiences`): the stream
+    holds ``data`` once plus each experience's permutation, angle or label map.
+
     Raises:
         ScenarioError: (field ``transform``) for ``rotated`` on non-image inputs,
             (field ``n_experiences``) if ``n_experiences < 1``.
@@ -155,16 +146,15 @@ def domain_incremental(
     if n_experiences < 1:
         raise ScenarioError("n_experiences", f"must be at least 1, got {n_experiences}")
     info: dict[str, object] = {"transform": transform}
+    params: list[object]
     if transform == "permuted":
         n_features = int(np.prod(data.input_shape))
         rng = np.random.default_rng([seed, _PERMUTATIONS])
-        perms = [torch.arange(n_features)] + [
-            torch.from_numpy(rng.permutation(n_features)) for _ in range(n_experiences - 1)
+        index_dtype = np.int16 if n_features <= np.iinfo(np.int16).max else np.int32
+        params = [None] + [
+            torch.from_numpy(rng.permutation(n_features).astype(index_dtype))
+            for _ in range(n_experiences - 1)
         ]
-
-        def apply(x: Tensor, i: int) -> Tensor:
-            return x.clone() if i == 0 else _permuted(x, perms[i])
-
     elif transform == "rotated":
         if not data.is_image:
             raise ScenarioError(
@@ -172,45 +162,36 @@ def domain_incremental(
                 f"'rotated' needs image inputs shaped (C, H, W); this source's inputs "
                 f"are shaped {data.input_shape}",
             )
-        angles = np.linspace(0.0, max_angle, n_experiences, endpoint=False).tolist()
-        info["angles"] = angles
-
-        def apply(x: Tensor, i: int) -> Tensor:
-            return x.clone() if angles[i] == 0 else _rotated(x, angles[i])
-
+        params = np.linspace(0.0, max_angle, n_experiences, endpoint=False).tolist()
+        info["angles"] = params
     elif transform == "shuffled_labels":
         rng = np.random.default_rng([seed, _LABEL_SHUFFLES])
-        maps = [torch.arange(data.n_classes)] + [
+        params = [None] + [
             torch.from_numpy(rng.permutation(data.n_classes)) for _ in range(n_experiences - 1)
         ]
-        info["label_maps"] = [m.tolist() for m in maps]
-
-        def apply(x: Tensor, i: int) -> Tensor:
-            return x.clone()
-
+        info["label_maps"] = [
+            list(range(data.n_classes)) if m is None else m.tolist() for m in params
+        ]
     else:
         raise ScenarioError("transform", f"unknown transform {transform!r}")
 
-    def labels(y: Tensor, i: int) -> Tensor:
-        return maps[i][y].contiguous() if transform == "shuffled_labels" else y.clone()
-
-    classes = tuple(torch.unique(torch.cat([data.y_train, data.y_test])).tolist())
-    experiences = tuple(
-        Experience(
-            index=i,
-            task_id=0,
-            classes=tuple(sorted(set(labels(torch.tensor(classes), i).tolist()))),
-            x_train=apply(data.x_train, i),
-            y_train=labels(data.y_train, i),
-            x_test=apply(data.x_test, i),
-            y_test=labels(data.y_test, i),
-        )
-        for i in range(n_experiences)
-    )
+    present = torch.unique(torch.cat([data.y_train, data.y_test]))
+    classes = [
+        tuple(sorted((present if m is None else m[present]).tolist()))
+        if transform == "shuffled_labels"
+        else tuple(present.tolist())
+        for m in params
+    ]
+    base = {
+        "x_train": data.x_train,
+        "y_train": data.y_train,
+        "x_test": data.x_test,
+        "y_test": data.y_test,
+    }
     return Stream(
         name=name,
         protocol="domain_incremental",
-        experiences=experiences,
+        experiences=DerivedExperiences(base, transform, params, classes),
         n_classes=data.n_classes,
         input_shape=data.input_shape,
         seed=seed,

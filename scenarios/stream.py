@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import abc
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -56,6 +57,52 @@ class Experience:
         )
 
 
+class LazyExperiences(Sequence[Experience], abc.ABC):
+    """Experiences built on demand, so that memory does not grow with their number.
+
+    Indexing returns an :class:`Experience` whose tensors are computed when read;
+    a slice returns a tuple of them.
+    """
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def item(self, i: int) -> Experience:
+        """Experience ``i`` (``0 <= i < len(self)``)."""
+
+    @abc.abstractmethod
+    def to(self, device: torch.device | str) -> LazyExperiences:
+        """The same experiences, built on ``device``."""
+
+    @abc.abstractmethod
+    def representatives(self) -> list[Experience]:
+        """The experiences whose checks stand for all (see ``validate_stream``)."""
+
+    @overload
+    def __getitem__(self, i: int) -> Experience: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Experience, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Experience | tuple[Experience, ...]:
+        if isinstance(i, slice):
+            return tuple(self.item(j) for j in range(*i.indices(len(self))))
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"experience {i} out of range for {n} experiences")
+        return self.item(i % n)
+
+
+def on_device(
+    experiences: Sequence[Experience], device: torch.device | str
+) -> Sequence[Experience]:
+    """``experiences`` with their tensors on ``device`` (lazy ones stay lazy)."""
+    if isinstance(experiences, LazyExperiences):
+        return experiences.to(device)
+    return [e.to(device) for e in experiences]
+
+
 @dataclass(frozen=True, eq=False)
 class Stream:
     """An ordered sequence of experiences, deterministic from its seed.
@@ -63,7 +110,8 @@ class Stream:
     Attributes:
         name: human-readable name, e.g. ``"split_digits"``.
         protocol: ``class_incremental``, ``task_incremental`` or ``domain_incremental``.
-        experiences: the experiences in training order.
+        experiences: the experiences in training order (a tuple, or
+            :class:`LazyExperiences` built on demand).
         n_classes: size of the global label space.
         input_shape: shape of one input sample (without the batch dimension).
         seed: the seed the stream was built from.
@@ -71,7 +119,7 @@ class Stream:
 
     name: str
     protocol: Protocol
-    experiences: tuple[Experience, ...]
+    experiences: Sequence[Experience]
     n_classes: int
     input_shape: tuple[int, ...]
     seed: int
