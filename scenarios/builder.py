@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lifelong.scenarios import avalanche as _avalanche  # noqa: F401  (registers 'avalanche')
 from lifelong.scenarios import disk as _disk  # noqa: F401  (registers torchvision, image_folder, fashion_mnist)
 from lifelong.scenarios.boundaries import Boundaries, boundary_stream_name, make_boundary_stream
+from lifelong.scenarios.preset import apply_preset, preset_names
 from lifelong.scenarios.protocols import Transform, make_stream, stream_name
 from lifelong.scenarios.sources import (
     SOURCES,
@@ -45,6 +46,11 @@ class ScenarioConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    preset: str | None = Field(
+        None,
+        description="A benchmark by name (split_mnist, permuted_mnist, split_cifar100, ...; "
+        "scenarios/presets/): its fields are the defaults, the experiment's own fields win.",
+    )
     source: str = Field(
         "digits", description="Registered data source name (see `lifelong.scenarios.SOURCES`)."
     )
@@ -96,6 +102,20 @@ class ScenarioConfig(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Options of the source, validated by its Config."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in preset_names():
+            return apply_preset(data)
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        if name is not None and name not in preset_names():
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
+        return name
 
     @field_validator("source")
     @classmethod
