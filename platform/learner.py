@@ -450,7 +450,10 @@ class Learner:
             "strategies": {s.name: s.state_dict() for s in self.strategies},
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "R": torch.from_numpy(self.R.copy()),
+            # The evaluated rows only: a long stream evaluated every k-th experience
+            # checkpoints T/k rows, not a T x T matrix of nan after every experience.
+            "R_index": torch.from_numpy(np.flatnonzero(~np.isnan(self.R).all(axis=1))),
+            "R_rows": torch.from_numpy(self.R[~np.isnan(self.R).all(axis=1)].copy()),
             "untrained": torch.from_numpy(self.untrained.copy()),
             "fresh": torch.from_numpy(self.fresh.copy()),
             "step": self.step,
@@ -466,7 +469,8 @@ class Learner:
             s.load_state_dict(state["strategies"][s.name])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.R = state["R"].numpy().copy()
+        self.R = np.full_like(self.R, np.nan)
+        self.R[state["R_index"].numpy()] = state["R_rows"].numpy()
         self.untrained = state["untrained"].numpy().copy()
         self.fresh = state["fresh"].numpy().copy()
         self.step = int(state["step"])

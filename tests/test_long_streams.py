@@ -123,6 +123,18 @@ def test_scheduled_evaluation_fills_only_the_scheduled_cells() -> None:
     assert np.array_equal(np.isfinite(R), np.tril(np.ones((3, 3), dtype=bool)))
 
 
+def test_a_checkpoint_holds_the_evaluated_rows_only() -> None:
+    training = TrainingConfig(epochs=1, batch_size=32, accelerator="cpu", eval_every=10)
+    learner = Learner(permuted(30), ModelConfig(hidden=[8]), [], training, 0)
+    for i in range(25):
+        learner.run_experience(i)
+    state = learner.state_dict()
+    assert state["R_index"].tolist() == [9, 19] and state["R_rows"].shape == (2, 30)
+    again = Learner(permuted(30), ModelConfig(hidden=[8]), [], training, 0)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.R, learner.R)  # nan where nothing was evaluated
+
+
 def test_metrics_of_a_partial_matrix_use_the_evaluated_cells() -> None:
     nan = np.nan
     R = np.array(
