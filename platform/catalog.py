@@ -42,6 +42,26 @@ def list_table(kind: Kind) -> Table:
     return table
 
 
+def presets_table() -> Table:
+    """Every scenario preset with its source, protocol and the first line of its comment."""
+    from lifelong.scenarios.preset import PRESETS_DIR, load_preset, preset_names
+
+    table = Table(title="presets (scenario.preset)", title_justify="left")
+    for column in ("name", "source", "protocol", "summary"):
+        table.add_column(column)
+    for name in preset_names():
+        fields = load_preset(name)
+        lines = (PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        comment = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("# ").strip())
+        first = " ".join(comment).split(". ")[0].rstrip(".") + "."
+        table.add_row(name, fields["source"], fields.get("protocol", "inferred"), first)
+    return table
+
+
 def config_table(config: type[BaseModel], title: str) -> Table:
     """A config model's fields: name (as written in YAML), type, default, help."""
     table = Table(title=title, title_justify="left")

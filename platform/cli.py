@@ -250,14 +250,17 @@ def _load_plugins(plugins: list[str] | None) -> None:
 
 @app.command("list")
 def list_(
-    kind: Annotated[str, typer.Argument(help="strategies, scenarios or models")],
+    kind: Annotated[str, typer.Argument(help="strategies, scenarios, models or presets")],
     plugin: PluginOption = None,
 ) -> None:
-    """List every registered strategy, scenario source or model, built-in or plugin."""
-    from lifelong.platform.catalog import list_table
+    """List every registered strategy, scenario source or model (or the scenario presets)."""
+    from lifelong.platform.catalog import list_table, presets_table
     from lifelong.platform.plugins import PluginError
 
     kind = SINGULAR.get(kind, kind)
+    if kind in ("presets", "preset"):
+        out.print(presets_table())
+        return
     if kind not in KINDS:
         raise _bad_input(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     try:

@@ -72,3 +72,11 @@ def test_a_preset_without_its_root_is_an_error_on_its_line(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
     assert result.exit_code == 2
     assert f"{path}:" in result.output and "scenario.options.root: Field required" in result.output
+
+
+def test_list_presets_names_each_with_its_source() -> None:
+    result = CliRunner().invoke(app, ["list", "presets"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name in AVALANCHE_NAMES:
+        assert name in result.output
+    assert "Split CIFAR-100 (Avalanche SplitCIFAR100): 100 classes in 10" in result.output
