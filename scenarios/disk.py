@@ -407,14 +407,17 @@ class ImageFolderSource(Source):
     def check(self, scenario: Any) -> None:
         """Domain mode: check the scenario fields and list the domains, decoding nothing.
 
-        A field counts as set when it differs from its default (trials carry
-        resolved configs that name every field): ``n_experiences`` must then
-        equal the number of domains, ``protocol`` be ``domain_incremental``, and
-        ``transform`` / ``max_angle`` stay unset (the domains are the shift).
+        ``n_experiences``, when set, must equal the number of domains and
+        ``protocol`` be ``domain_incremental`` (trials carry them only when the
+        file sets them, see ``lifelong.platform.expand``); ``transform`` and
+        ``max_angle`` must keep their defaults (the domains are the shift).
         """
         fields, n = type(scenario).model_fields, len(self.config.domains or ())
+        given = scenario.model_fields_set
 
         def changed(name: str) -> bool:
+            if name in ("protocol", "n_experiences"):
+                return name in given
             return getattr(scenario, name) != fields[name].default
 
         if changed("protocol") and scenario.protocol != "domain_incremental":

@@ -413,7 +413,12 @@ def test_domain_mode_scenario_field_errors(tmp_path: Path) -> None:
     opts = {"root": str(tmp_path), "domains": ["photo", "sketch"]}
     e = error_of(scenario("image_folder", n_experiences=3, options=opts))
     assert e.field == "n_experiences" and "2 domains" in e.message
+    # written out, even at the default value, a mismatch is an error (never logged wrong)
+    e = error_of(scenario("image_folder", n_experiences=5, options=opts))
+    assert e.field == "n_experiences" and "2 domains" in e.message
     e = error_of(scenario("image_folder", protocol="task_incremental", options=opts))
+    assert e.field == "protocol"
+    e = error_of(scenario("image_folder", protocol="class_incremental", options=opts))
     assert e.field == "protocol"
     e = error_of(scenario("image_folder", transform="rotated", options=opts))
     assert e.field == "transform"
@@ -432,9 +437,13 @@ def test_domain_mode_through_an_experiment_file_and_its_trials(tmp_path: Path) -
         source="image_folder", root=tmp_path
     )
     text = text.replace("  options:\n", "  options:\n    domains: [photo, sketch]\n")
-    streams = build_checked_streams(parse_experiment(text, file="x.yaml"))
+    experiment = parse_experiment(text, file="x.yaml")
+    streams = build_checked_streams(experiment)
     (stream,) = streams.values()
     assert len(stream) == 2 and stream.info["domains"] == ["photo", "sketch"]
+    # what the file leaves out is not logged with a default the stream does not have
+    (trial, *_) = experiment.trials()
+    assert "n_experiences" not in trial.scenario and "protocol" not in trial.scenario
 
 
 # --------------------------------------------------------------------------- errors
