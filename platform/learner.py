@@ -7,15 +7,19 @@ row is kept apart (``untrained``) for forward transfer.
 
 In-memory experiences are moved to the device once and batched by indexing a
 random permutation: no DataLoader, no host-device copy and no ``.item()`` in
-the hot loop. Lightning Fabric chooses the device, seeds every RNG and
-supplies the precision context; the module itself is not wrapped, so a step
-costs what a hand-written PyTorch step costs.
+the hot loop. An experience too large for the device, or whose training data
+are augmented (``scenario.augment``), is streamed from the host instead
+(:mod:`lifelong.platform.loader`: a DataLoader with workers, the same batches).
+Lightning Fabric chooses the device, seeds every RNG and supplies the precision
+context; the module itself is not wrapped, so a step costs what a hand-written
+PyTorch step costs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,10 +28,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lifelong.platform.fabric_import import Fabric
+from lifelong.platform.loader import (
+    ExperienceLoader,
+    StreamedExperience,
+    eval_tensors,
+    place_experiences,
+)
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
 from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.training import TrainingConfig
-from lifelong.scenarios.stream import Experience, Stream, on_device
+from lifelong.scenarios.augment import build_augment
+from lifelong.scenarios.stream import Experience, Stream
 from lifelong.strategies.base import Batch, Context, Strategy
 
 
@@ -35,6 +46,10 @@ def _first_nonfinite(values: Tensor) -> Tensor:
     """Index (0-d tensor, on the device) of the first non-finite entry of ``values``, or -1."""
     bad = ~torch.isfinite(values)
     return torch.where(bad.any(), bad.to(torch.int64).argmax(), -1)
+
+
+Batches = Iterator[tuple[Tensor, Tensor, Tensor | None]]
+"""One epoch's ``(x, y, index)`` training batches on the device."""
 
 
 def _overrides(strategy: Strategy, hook: str) -> bool:
@@ -136,7 +151,12 @@ class Learner:
         self.device = self.fabric.device
         self.optimizer = training.make_optimizer(list(self.model.parameters()))
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.experiences = on_device(stream.experiences, self.device)
+        steps: Any = stream.info.get("augment")  # scenario.augment (plain data)
+        self.augment = build_augment(steps, stream.input_shape)
+        self.experiences = place_experiences(
+            stream.experiences, self.device, training, augment=self.augment is not None
+        )
+        self.data_wait_s = 0.0  # seconds blocked waiting for streamed batches
         self.task_free = bool(stream.info.get("task_free", False))
         n = len(stream)
         self.R = np.full((n, n), np.nan)
@@ -185,25 +205,20 @@ class Learner:
         self._backward_hooks = [s for s in self.strategies if _overrides(s, "on_after_backward")]
         totals: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
-        n, bs = exp.n_train, self.training.batch_size
         anytime = self.training.anytime_every
         self.anytime = []
         self.model.train()
-        with self.fabric.autocast():
+        with self.fabric.autocast(), self._batches(exp) as epoch_batches:
             for epoch in range(self.training.epochs):
                 self._check_stop(i)
                 self._epoch_start_step = ctx.step
-                perm = torch.randperm(n, device=self.device, generator=self.generator)
-                # One gather per epoch; each batch is then a view (no per-step copy).
-                xs, ys = exp.x_train[perm], exp.y_train[perm]
-                for start in range(0, n, bs):
+                for x, y, index in epoch_batches():
                     step = ctx.step
-                    batch = slice(start, start + bs)
-                    terms = self._step(ctx, xs[batch], ys[batch], exp.task_id, perm[batch])
+                    terms = self._step(ctx, x, y, exp.task_id, index)
                     for k, v in terms.items():
                         history.setdefault(k, []).append(v)
                         self._term_steps.setdefault(k, []).append(step)
-                    self.samples_seen += min(bs, n - start)
+                    self.samples_seen += y.shape[0]
                     if anytime and ctx.step % anytime == 0:
                         self._anytime(i)
                 self._end_epoch(history, totals, counts, i, epoch, ctx.step)
@@ -213,13 +228,40 @@ class Learner:
         means = torch.stack([totals[k] for k in totals]).tolist() if totals else []
         return {k: m / counts[k] for k, m in zip(totals, means, strict=True)}
 
+    @contextlib.contextmanager
+    def _batches(self, exp: Experience) -> Iterator[Callable[[], Batches]]:
+        """Give the function that yields one epoch's batches of ``exp``.
+
+        In memory: a permutation from ``self.generator``, gathered once per epoch;
+        each batch is then a view (no per-step copy). Streamed: the same
+        permutation's batches through an :class:`ExperienceLoader`.
+        """
+        if not isinstance(exp, StreamedExperience):
+
+            def in_memory() -> Batches:
+                n, bs = exp.n_train, self.training.batch_size
+                perm = torch.randperm(n, device=self.device, generator=self.generator)
+                xs, ys = exp.x_train[perm], exp.y_train[perm]
+                for start in range(0, n, bs):
+                    batch = slice(start, start + bs)
+                    yield xs[batch], ys[batch], perm[batch]
+
+            yield in_memory
+            return
+        loader = ExperienceLoader(exp, self.training, self.generator, self.seed, self.augment)
+        try:
+            with loader:
+                yield loader.epoch
+        finally:
+            self.data_wait_s += loader.wait_s
+
     def _anytime(self, i: int) -> None:
         """Record the mean accuracy on experiences ``0..i`` now (online CL's anytime accuracy)."""
         row = self.evaluate(range(i + 1))
         self.anytime.append((self.samples_seen, float(np.mean(row[: i + 1]))))
 
     def _step(
-        self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor
+        self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor | None
     ) -> dict[str, Tensor]:
         features = self.model.features(x)
         logits = self.model.classify(features, task_id)
@@ -374,10 +416,12 @@ class Learner:
                 for s in hooks:
                     s.on_eval_start(self.context(exp))
                 correct = torch.zeros((), dtype=torch.long, device=self.device)
-                x_test, y_test = exp.x_test, exp.y_test
+                x_test, y_test = eval_tensors(exp)  # a streamed experience's stay on the host
                 for start in range(0, exp.n_test, bs):
-                    logits = self.model(x_test[start : start + bs], exp.task_id)
-                    correct += (logits.argmax(1) == y_test[start : start + bs]).sum()
+                    x = x_test[start : start + bs].to(self.device, non_blocking=True)
+                    logits = self.model(x, exp.task_id)
+                    y = y_test[start : start + bs].to(self.device, non_blocking=True)
+                    correct += (logits.argmax(1) == y).sum()
                 accs.append(correct.double() / exp.n_test)
                 if saved:
                     torch._foreach_copy_(list(self.model.parameters()), saved)

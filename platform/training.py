@@ -25,6 +25,16 @@ class TrainingConfig(BaseModel):
         plasticity_baseline: also train a freshly initialised model on each
             experience alone and log its accuracy (``plasticity/fresh``) beside
             the learner's (``plasticity``); costs one extra training per experience.
+        data_on_device: ``auto``: an experience moves to the device whole (the
+            fast path) unless its training tensors exceed ``device_data_mb``,
+            then it is streamed from the host through a DataLoader; ``always``:
+            every experience moves; ``never``: every experience streams.
+            ``scenario.augment`` streams every experience (``always`` is then an error).
+        device_data_mb: the ``auto`` threshold, in MiB of one experience's
+            training inputs and labels.
+        loader_workers: DataLoader worker processes of a streamed experience
+            (0: batches are gathered in the training process).
+        prefetch_factor: batches each worker prepares ahead.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +63,15 @@ class TrainingConfig(BaseModel):
     anytime_every: int | None = Field(
         None, ge=1, le=1_000_000_000, description="evaluate the seen experiences every k steps"
     )
+
+    data_on_device: Literal["auto", "always", "never"] = Field(
+        "auto", description="move experiences to the device whole, or stream them from the host"
+    )
+    device_data_mb: float = Field(
+        1024.0, gt=0, le=2**30, description="auto: stream experiences with more training MiB"
+    )
+    loader_workers: int = Field(2, ge=0, le=256, description="DataLoader workers when streaming")
+    prefetch_factor: int = Field(2, ge=1, le=1024, description="batches prefetched per worker")
 
     @property
     def partial_R(self) -> bool:

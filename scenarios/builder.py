@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lifelong.scenarios import avalanche as _avalanche  # noqa: F401  (registers 'avalanche')
 from lifelong.scenarios import disk as _disk  # noqa: F401  (registers torchvision, image_folder, fashion_mnist)
+from lifelong.scenarios.augment import AugmentStep, build_augment
 from lifelong.scenarios.boundaries import Boundaries, boundary_stream_name, make_boundary_stream
 from lifelong.scenarios.preset import apply_preset, preset_names
 from lifelong.scenarios.protocols import Transform, make_stream, stream_name
@@ -102,6 +103,12 @@ class ScenarioConfig(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Options of the source, validated by its Config."
     )
+    augment: list[AugmentStep] = Field(
+        default_factory=list,
+        description="Train-time augmentation of image inputs, per sample in the loader "
+        "workers (never the test data): names or {name: {parameter: value}}, e.g. "
+        "[horizontal_flip, {random_crop: {padding: 4}}]; see lifelong.scenarios.augment.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +186,7 @@ def _checked_source(cfg: ScenarioConfig) -> Source:
         source.check(cfg)  # type: ignore[attr-defined]
         return source
     info = source.info()
+    _check_augment(cfg, info.input_shape)
     split = cfg.protocol in ("class_incremental", "task_incremental")
     if split and cfg.n_experiences > info.n_classes:
         raise ScenarioError(
@@ -272,7 +280,9 @@ def build_stream(cfg: ScenarioConfig) -> Stream:
     """
     source = _checked_source(cfg)
     if getattr(source, "stream_source", False):
-        return source.stream(cfg)  # type: ignore[attr-defined]  (validated there)
+        stream = source.stream(cfg)  # type: ignore[attr-defined]  (validated there)
+        _check_augment(cfg, stream.input_shape)
+        return _with_augment(stream, cfg)
     if cfg.boundaries != "sharp":
         stream = make_boundary_stream(
             source.load(cfg.seed),
@@ -295,6 +305,33 @@ def build_stream(cfg: ScenarioConfig) -> Stream:
         )
     stream.info["source"] = cfg.source
     validate_stream(stream)
+    return _with_augment(stream, cfg)
+
+
+def _check_augment(cfg: ScenarioConfig, input_shape: tuple[int, ...]) -> None:
+    """Check ``augment`` against the source's inputs (images, and each step runs on one)."""
+    if not cfg.augment:
+        return
+    if len(input_shape) != 3:
+        raise ScenarioError(
+            "augment",
+            f"needs image inputs shaped (C, H, W); source {cfg.source!r} has inputs "
+            f"shaped {input_shape} (remove augment)",
+        )
+    try:
+        build_augment(cfg.augment, input_shape)
+    except ValueError as e:
+        raise ScenarioError("augment", str(e)) from None
+
+
+def _with_augment(stream: Stream, cfg: ScenarioConfig) -> Stream:
+    """``stream``, carrying ``cfg.augment`` in ``info["augment"]`` when it has steps.
+
+    The learner reads it there (plain data, it travels with the stream to Ray
+    workers) and streams the training data through its loader, augmented per sample.
+    """
+    if cfg.augment:
+        stream.info["augment"] = [dict(step) for step in cfg.augment]
     return stream
 
 
