@@ -455,6 +455,13 @@ def _validate(
             problems.append((("model", "hidden"), msg))
         if spec.tune is not None:
             problems += tune_problems(spec.tune, spec.seeds, spec.scenario.n_experiences)
+        avalanche = sorted({s.name for g in groups for s in g if s.name.startswith("avalanche.")})
+        if avalanche and spec.scenario.augment:
+            msg = (
+                f"{', '.join(avalanche)} train with Avalanche's own loader, which would not "
+                "apply scenario.augment; remove augment or the Avalanche strategies"
+            )
+            problems.append((("scenario", "augment"), msg))
         for i, g in enumerate(groups):
             if g in groups[:i]:
                 label = "+".join(s.name for s in g)

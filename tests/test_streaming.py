@@ -230,6 +230,19 @@ def test_bad_augment_exits_2_naming_the_field(
     assert any(ln == line for _, ln, _ in info.value.problems)
 
 
+def test_avalanche_strategies_refuse_augment_before_anything_starts() -> None:
+    text = """\
+name: a
+scenario:
+  source: digits
+  augment: [horizontal_flip]
+strategies:
+  - avalanche.Naive
+"""
+    with pytest.raises(SpecError, match="Avalanche's own loader, which would not apply"):
+        parse_experiment(text, file="x.yaml")
+
+
 # ------------------------------------------------------------------ workers
 
 
