@@ -271,9 +271,10 @@ def test_workers_read_the_data_in_place_without_copying_it() -> None:
     host = Experience(0, 0, tuple(range(10)), x, y, x[:10], y[:10])
     exp = StreamedExperience(host, torch.device("cpu"))
     config = training(loader_workers=2, batch_size=512)
+    before = {p.pid for p in psutil.Process().children()}  # e.g. the session's Ray processes
     with ExperienceLoader(exp, config, torch.Generator().manual_seed(0), 0, None) as loader:
         seen = sum(int(b[1].shape[0]) for b in loader.epoch())  # every sample read once
-        workers = psutil.Process().children()
+        workers = [p for p in psutil.Process().children() if p.pid not in before]
         assert len(workers) == 2
         for w in workers:
             private, shared = private_and_shared_mib(w.pid, x.data_ptr())
