@@ -173,6 +173,14 @@ class ColorJitter(_Params):
         )
 
 
+def _check_scale_and_ratio(scale: tuple[float, float], ratio: tuple[float, float]) -> None:
+    """The area-fraction and aspect-ratio ranges shared by resized crops and erasing."""
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must be [low, high] in (0, 1], got {list(scale)}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must be [low, high] with 0 < low <= high, got {ratio}")
+
+
 class RandomResizedCrop(_Params):
     """``random_resized_crop``: crop a random area and aspect ratio, resize to ``size``."""
 
@@ -184,10 +192,7 @@ class RandomResizedCrop(_Params):
 
     @model_validator(mode="after")
     def _ranges(self) -> RandomResizedCrop:
-        if not 0 < self.scale[0] <= self.scale[1] <= 1:
-            raise ValueError(f"scale must be [low, high] in (0, 1], got {list(self.scale)}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must be [low, high] with 0 < low <= high, got {self.ratio}")
+        _check_scale_and_ratio(self.scale, self.ratio)
         return self
 
     def build(self, shape: tuple[int, ...]) -> Any:
@@ -209,10 +214,7 @@ class RandomErasing(_Params):
 
     @model_validator(mode="after")
     def _ranges(self) -> RandomErasing:
-        if not 0 < self.scale[0] <= self.scale[1] <= 1:
-            raise ValueError(f"scale must be [low, high] in (0, 1], got {list(self.scale)}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must be [low, high] with 0 < low <= high, got {self.ratio}")
+        _check_scale_and_ratio(self.scale, self.ratio)
         return self
 
     def build(self, shape: tuple[int, ...]) -> Any:
