@@ -35,7 +35,9 @@ from lifelong.platform.loader import (
     place_experiences,
 )
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
+from lifelong.platform.models.feature_cache import is_encoded
 from lifelong.platform.sgd import plain_sgd_step
+from lifelong.platform.task_loss import bce_seen, seen_mask
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.augment import build_augment
 from lifelong.scenarios.stream import Experience, Stream
@@ -146,10 +148,13 @@ class Learner:
         if multi_head is None:
             multi_head = stream.protocol == "task_incremental"
         task_classes = stream.task_classes if multi_head else []
-        model = build_model(model_config, stream.input_shape, stream.n_classes, task_classes)
+        encoded = is_encoded(stream, model_config)  # the frozen backbone's features
+        model = build_model(
+            model_config, stream.input_shape, stream.n_classes, task_classes, encoded=encoded
+        )
         self.model: ContinualModel = self.fabric.to_device(model)
         self.device = self.fabric.device
-        self.optimizer = training.make_optimizer(list(self.model.parameters()))
+        self.optimizer = training.make_optimizer(self.trainable())
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         steps: Any = stream.info.get("augment")  # scenario.augment (plain data)
         self.augment = build_augment(steps, stream.input_shape)
@@ -176,6 +181,12 @@ class Learner:
         self._named: dict[str, torch.nn.Parameter] = {}  # name -> parameter, per experience
         self._loss_hooks: list[Strategy] = []
         self._backward_hooks: list[Strategy] = []
+        self._seen: Tensor | None = None  # bce_seen: the classes seen so far
+        self._loss_columns: Tensor | None = None  # bce_seen: the classes the loss covers
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer steps (``model.freeze`` leaves the others out)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ loop
     def context(self, experience: Experience) -> Context:
@@ -190,7 +201,9 @@ class Learner:
         starts = not self.task_free or i == 0
         ends = not self.task_free or i == len(self.experiences) - 1
         if self.training.reset_optimizer and starts:
-            self.optimizer = self.training.make_optimizer(list(self.model.parameters()))
+            self.optimizer = self.training.make_optimizer(self.trainable())
+        if self.training.task_loss == "bce_seen":
+            self._track_seen(i, exp.task_id)
         ctx = self.context(exp)
         ctx.total_steps = self.training.epochs * -(-exp.n_train // self.training.batch_size)
         for s in self.strategies if starts else ():
@@ -227,6 +240,15 @@ class Learner:
         self.step = ctx.step
         means = torch.stack([totals[k] for k in totals]).tolist() if totals else []
         return {k: m / counts[k] for k, m in zip(totals, means, strict=True)}
+
+    def _track_seen(self, i: int, task_id: int) -> None:
+        """``bce_seen``: the classes of experiences ``0..i``, and those the loss covers."""
+        n = self.stream.n_classes
+        self._seen = seen_mask((e.classes for e in self.experiences[: i + 1]), n, self.device)
+        covered = self._seen
+        if self.model.head.multi_head:  # the head scores only the task's classes
+            covered = covered & self.model.head.task_mask[task_id]
+        self._loss_columns = covered.nonzero().flatten()
 
     @contextlib.contextmanager
     def _batches(self, exp: Experience) -> Iterator[Callable[[], Batches]]:
@@ -265,8 +287,12 @@ class Learner:
     ) -> dict[str, Tensor]:
         features = self.model.features(x)
         logits = self.model.classify(features, task_id)
-        loss = F.cross_entropy(logits, y)
-        terms = {"ce": loss.detach()}
+        if self._loss_columns is not None:
+            loss = bce_seen(logits, y, self._loss_columns)
+            terms = {"bce": loss.detach()}
+        else:
+            loss = F.cross_entropy(logits, y)
+            terms = {"ce": loss.detach()}
         if self._loss_hooks:
             batch = Batch(x, y, task_id, features, logits, index)
             for s in self._loss_hooks:
@@ -420,6 +446,8 @@ class Learner:
                 for start in range(0, exp.n_test, bs):
                     x = x_test[start : start + bs].to(self.device, non_blocking=True)
                     logits = self.model(x, exp.task_id)
+                    if self._seen is not None:  # bce_seen: predict among the seen classes
+                        logits = logits.masked_fill(~self._seen, float("-inf"))
                     y = y_test[start : start + bs].to(self.device, non_blocking=True)
                     correct += (logits.argmax(1) == y).sum()
                 accs.append(correct.double() / exp.n_test)

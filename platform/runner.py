@@ -9,11 +9,13 @@ exiting; the command line turns the exceptions into exit codes.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from lifelong.platform.spec import Experiment, build_checked_streams
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
     from lifelong.cluster.state import SweepState
     from lifelong.cluster.tuning import TunedSweep
+    from lifelong.scenarios.stream import Stream
 
 
 class RunError(RuntimeError):
@@ -135,6 +138,7 @@ def execute(
             f"{what} does not run a tuned sweep (a `tune:` section); run it on Ray, anew"
         )
     streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
+    streams = cache_features(experiment, streams, console)
     stream: Any = streams if len(streams) > 1 else next(iter(streams.values()))
     first = next(iter(streams.values()))
     name = experiment_name or experiment.name
@@ -166,6 +170,42 @@ def execute(
     return _on_ray(
         experiment, stream, uri, name, address, num_cpus, storage, resume, state_file, console
     )
+
+
+def cache_features(
+    experiment: Experiment, streams: dict[str, Stream], console: Console
+) -> dict[str, Stream]:
+    """Encode each stream once with the frozen backbone, when every trial shares it.
+
+    See :mod:`lifelong.platform.models.feature_cache`; on the first GPU when the
+    driver has one and ``training.accelerator`` allows it, else on the CPU.
+    """
+    from lifelong.platform.models import ModelConfig
+    from lifelong.platform.models.feature_cache import cacheable, encode_stream
+
+    config = experiment.spec.model
+    if not config.fixed_backbone:
+        return streams
+    if any(t.model and ModelConfig.model_validate(t.model) != config for t in experiment.trials()):
+        return streams  # a searched model field: the trials' backbones differ
+    gpu = experiment.spec.training.accelerator != "cpu" and torch.cuda.is_available()
+    device = "cuda" if gpu else "cpu"
+    out = {}
+    for key, stream in streams.items():
+        if not cacheable(stream, config):
+            out[key] = stream
+            continue
+        start = time.perf_counter()
+        out[key] = encode_stream(stream, config, device=device)
+        n = sum(e.n_train + e.n_test for e in stream.experiences)
+        console.print(
+            f"lifelong: the frozen {config.name} backbone encoded {n:,} images once on the "
+            f"{device} ({time.perf_counter() - start:.1f} s); every trial trains on these "
+            f"{out[key].input_shape[0]}-d features",
+            highlight=False,
+            markup=False,
+        )
+    return out
 
 
 def _on_ray(

@@ -328,11 +328,18 @@ def build_checked_streams(experiment: Experiment) -> dict[str, Stream]:
 
 
 def _checked(experiment: Experiment, config: ScenarioConfig, note: str) -> Stream:
+    from lifelong.platform.models.pretrained import input_problem
+
     file = str(experiment.path) if experiment.path else "<experiment>"
+    loc: Loc
     try:
-        return build_stream(config)
+        stream = build_stream(config)
+        problem = input_problem(experiment.spec.model, stream.input_shape)
+        if problem is None:
+            return stream
+        loc, message = ("model", "name"), problem + note
     except ScenarioError as e:
-        loc: Loc = ("scenario", *e.field.split("."))
+        loc = ("scenario", *e.field.split("."))
         message = e.message + note
     except (ValueError, MemoryError) as e:
         loc, message = ("scenario",), f"cannot build the stream{note}: {_clip(str(e), 300)}"
@@ -449,6 +456,10 @@ def _validate(
         problems += _scenario_problems(spec)
         if spec.model.name not in MODELS:
             problems.append((("model", "name"), _unknown("model", spec.model.name, MODELS)))
+        from lifelong.platform.models.pretrained import config_problems
+
+        for field_name, msg in config_problems(spec.model):
+            problems.append((("model", field_name), msg))
         if len(spec.model.hidden) > 1000 or max(spec.model.hidden) > MAX_WIDTH:
             shown = _clip(str(spec.model.hidden))
             msg = f"at most 1000 layers of at most {MAX_WIDTH:,} units, got {shown}"

@@ -42,6 +42,11 @@ class TrainingConfig(BaseModel):
     epochs: int = Field(1, ge=1, le=10_000, description="passes over each experience")
     batch_size: int = Field(32, ge=1, le=1_000_000, description="training batch size")
     eval_batch_size: int = Field(1024, ge=1, le=1_000_000, description="evaluation batch size")
+    task_loss: Literal["cross_entropy", "bce_seen"] = Field(
+        "cross_entropy",
+        description="cross_entropy (softmax), or bce_seen: binary cross-entropy over the classes "
+        "seen so far, which also predicts among them only (Smith et al. 2023's code)",
+    )
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="optimizer")
     lr: float = Field(0.01, gt=0, le=100, description="learning rate")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")

@@ -16,11 +16,23 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+Scope = Literal["all", "backbone"]
+"""Which trainable parameters a penalty covers: all, or the feature extractor's only."""
+
+
+def in_scope(name: str, scope: Scope) -> bool:
+    """Whether parameter ``name`` is penalised under ``scope``.
+
+    ``backbone``: the model's body (``body.*``), not the classifier head, as in
+    Smith et al. (2023)'s reference code, which regularises ``model.feat`` only.
+    """
+    return scope == "all" or name.startswith("body.")
 
 
 def on_device(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:

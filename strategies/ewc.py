@@ -17,6 +17,17 @@ the true label,
 computed at the end of the experience with ``torch.func`` (``vmap`` of
 ``grad`` over chunks of samples), the model in eval mode.
 
+``scope="backbone"`` penalises the feature extractor's parameters only (not the
+classifier head): Smith et al. (2023), "A Closer Look at Rehearsal-Free
+Continual Learning", arXiv:2304.09136, whose reference code runs online EWC this
+way on a pre-trained ViT (``mode="online"``, ``gamma=1``), with
+``training.task_loss: bce_seen``. Two differences from that code remain: its
+Fisher squares each mini-batch's gradient of the BCE over the experience's
+classes, where this one is the per-sample empirical Fisher of the
+cross-entropy; and it drops the 1/2 (a factor of 2 in lambda). Their first task
+is anchored to the pre-trained weights with a zero Fisher, which adds nothing,
+so EWC has no ``pretrained`` anchor here (``l2`` has).
+
 ``mode="separate"`` keeps one ``(F_k, theta*_k)`` pair per past experience.
 ``mode="online"`` is online EWC from Schwarz, Luketina, Czarnecki,
 Grabska-Barwinska, Teh, Pascanu & Hadsell (2018), "Progress & Compress: A
@@ -34,7 +45,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from ._penalty import FlatQuadratic, on_device
+from ._penalty import FlatQuadratic, Scope, in_scope, on_device
 from ._registry import register_strategy
 from .base import Batch, Context, Strategy, StrategyConfig
 
@@ -55,6 +66,11 @@ class EWCConfig(StrategyConfig):
     )
     fisher_batch_size: int = Field(
         256, ge=1, description="Samples per vmap chunk when computing the Fisher (memory bound)."
+    )
+    scope: Scope = Field(
+        "all",
+        description="Penalised parameters: all trainable ones, or the backbone's only "
+        "(`backbone`: not the head, as in Smith et al. 2023's reference code).",
     )
     fisher_max_samples: int | None = Field(
         None, ge=1, description="Estimate the Fisher on the first N training samples (all: None)."
@@ -88,6 +104,7 @@ class EWC(Strategy):
             task_id=exp.task_id,
             batch_size=self.config.fisher_batch_size,
         )
+        fisher = {name: f for name, f in fisher.items() if in_scope(name, self.config.scope)}
         anchor = {
             name: p.detach().clone() for name, p in ctx.model.named_parameters() if name in fisher
         }

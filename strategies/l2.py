@@ -15,6 +15,14 @@ experience and the term applies from the first experience on: L2-init, from
 Kumar, Marklund & Van Roy (2023), "Maintaining Plasticity in Continual Learning
 via Regenerative Regularization", arXiv:2308.11958, which keeps the weights
 near their initialisation to preserve plasticity.
+
+Smith et al.'s recipe, as their reference code runs it on a pre-trained ViT:
+``anchor="pretrained"`` (during the first experience ``theta*`` is the model it
+starts from, the pre-trained weights; afterwards the previous experience's, as
+with ``previous``), ``scope="backbone"`` (the sum runs over the feature
+extractor's parameters only, not the classifier head), and
+``training.task_loss: bce_seen`` (binary cross-entropy over the classes seen so
+far). The defaults (``previous``, ``all``) are the paper's equation as written.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from ._penalty import Scope, in_scope
 from ._registry import register_strategy
 from .base import Batch, Context, Strategy, StrategyConfig
 
@@ -35,10 +44,17 @@ class L2Config(StrategyConfig):
     lambda_: float = Field(
         1.0, ge=0, alias="lambda", description="Penalty weight lambda (YAML key: `lambda`)."
     )
-    anchor: Literal["previous", "initial"] = Field(
+    anchor: Literal["previous", "initial", "pretrained"] = Field(
         "previous",
         description="Anchor theta*: the weights at the end of the previous experience "
-        "(Smith et al. 2023) or at the start of the first one (L2-init, Kumar et al. 2023).",
+        "(Smith et al. 2023), at the start of the first one (L2-init, Kumar et al. 2023), or "
+        "the starting (pre-trained) weights during the first experience and the previous "
+        "experience's afterwards (Smith et al.'s reference code).",
+    )
+    scope: Scope = Field(
+        "all",
+        description="Penalised parameters: all trainable ones, or the backbone's only "
+        "(`backbone`: not the head, as in Smith et al.'s reference code).",
     )
 
 
@@ -54,14 +70,14 @@ class L2(Strategy):
         self.anchor: dict[str, Tensor] | None = None  # parameter name -> theta*
 
     def on_experience_start(self, ctx: Context) -> None:
-        """Snapshot the initial weights once, for ``anchor="initial"``."""
-        if self.config.anchor == "initial" and self.anchor is None:
-            self.anchor = _snapshot(ctx.model)
+        """Snapshot the starting weights once, for ``anchor="initial"`` or ``"pretrained"``."""
+        if self.config.anchor != "previous" and self.anchor is None:
+            self.anchor = _snapshot(ctx.model, self.config.scope)
 
     def on_experience_end(self, ctx: Context) -> None:
-        """Move the anchor to the weights just learned, for ``anchor="previous"``."""
-        if self.config.anchor == "previous":
-            self.anchor = _snapshot(ctx.model)
+        """Move the anchor to the weights just learned (``previous``, ``pretrained``)."""
+        if self.config.anchor != "initial":
+            self.anchor = _snapshot(ctx.model, self.config.scope)
 
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Return ``{"l2": lambda * ||theta - theta*||^2}``, or nothing before an anchor exists."""
@@ -97,6 +113,10 @@ class L2(Strategy):
         self.anchor = {n: t.detach().clone() for n, t in anchor.items()} if anchor else None
 
 
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    """Copy the model's trainable parameters, by name."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def _snapshot(model: nn.Module, scope: Scope) -> dict[str, Tensor]:
+    """Copy the model's trainable parameters in ``scope``, by name."""
+    return {
+        n: p.detach().clone()
+        for n, p in model.named_parameters()
+        if p.requires_grad and in_scope(n, scope)
+    }

@@ -1,0 +1,32 @@
+"""The task loss of a training batch: softmax cross-entropy, or BCE over the seen classes.
+
+``training.task_loss: bce_seen`` is the classification loss of Smith et al.'s
+reference code for "A Closer Look at Rehearsal-Free Continual Learning"
+(2023): the sigmoid of each logit of a class seen so far against the one-hot
+label, averaged over samples and classes (``nn.BCELoss()`` of
+``sigmoid(logits[:, :seen])``). Classes not yet seen get no gradient, so
+prediction then ranks the seen classes only (:func:`seen_mask`). In a
+multi-head model the loss covers the current task's classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def seen_mask(classes: Iterable[Sequence[int]], n_classes: int, device: torch.device) -> Tensor:
+    """A bool mask over the label space: True for every class in ``classes``' experiences."""
+    mask = torch.zeros(n_classes, dtype=torch.bool)
+    for c in classes:
+        mask[list(c)] = True
+    return mask.to(device)
+
+
+def bce_seen(logits: Tensor, y: Tensor, columns: Tensor) -> Tensor:
+    """Mean binary cross-entropy of ``sigmoid(logits[:, columns])`` against one-hot ``y``."""
+    target = (y[:, None] == columns[None, :]).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits[:, columns], target)
