@@ -22,6 +22,9 @@ from torch import Tensor, nn
 from lifelong.platform._registry import Registry
 from lifelong.platform.transformer import transformer
 
+DEFAULT_HIDDEN = [256, 256]
+"""``model.hidden`` when not given."""
+
 PRETRAINED_NAMES = ("timm", "torchvision", "efficientnet_lite0")
 """Model names whose body is a pre-trained (or pre-trainable) backbone."""
 
@@ -48,7 +51,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    hidden: list[int] = Field(default_factory=lambda: list(DEFAULT_HIDDEN), min_length=1)
     multi_head: bool | None = None
     arch: str | None = None
     weights: str | None = None
@@ -64,7 +67,7 @@ class ModelConfig(BaseModel):
         if self.std is not None and any(v <= 0 for v in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
         if self.pretrained:
-            if "hidden" in self.model_fields_set:
+            if self.hidden != DEFAULT_HIDDEN:  # (a dumped config carries the default)
                 raise ValueError(f"model {self.name!r} takes no `hidden` (its body is given)")
             if self.name == "efficientnet_lite0" and self.arch is not None:
                 raise ValueError("model 'efficientnet_lite0' takes no `arch`")
@@ -72,7 +75,7 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"model {self.name!r} needs `arch`, e.g. arch: resnet18")
             return
         backbone_only = ("arch", "weights", "input_size", "mean", "std")
-        given = [f for f in backbone_only if f in self.model_fields_set]
+        given = [f for f in backbone_only if getattr(self, f) is not None]
         if given or self.freeze != "none":
             what = ", ".join(given + (["freeze"] if self.freeze != "none" else []))
             raise ValueError(
@@ -236,7 +239,10 @@ def build_model(
         return ContinualModel(nn.Identity(), width, n_classes, task_classes)
     builder = MODELS.get(config.name)
     if config.pretrained:
-        body, width = builder(config, tuple(input_shape))
+        # Building the backbone leaves the global RNG where it was, so the fresh head
+        # starts from the same weights as over cached features (encoded=True).
+        with torch.random.fork_rng(devices=[]):
+            body, width = builder(config, tuple(input_shape))
     else:
         body, width = builder(tuple(input_shape), config.hidden)
     model = ContinualModel(body, width, n_classes, task_classes)

@@ -53,7 +53,7 @@ def cacheable(stream: Stream, config: ModelConfig) -> bool:
     )
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def _encode(body: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
     starts = range(0, len(x), batch_size)
     return torch.cat([body(x[s : s + batch_size].to(device)).float().cpu() for s in starts])

@@ -62,7 +62,11 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
 
         state: Any = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # not a torch file, or one that holds more than tensors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"model.weights: cannot read {str(path)!r}: {first}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -73,12 +77,19 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
 
 def _load(net: nn.Module, state: dict[str, Tensor], path: str, dropped: Sequence[str]) -> None:
     """Load ``state`` into ``net``, the entries under the ``dropped`` prefixes left out."""
-    keep = {k: v for k, v in state.items() if not any(k.startswith(d) for d in dropped)}
-    result = net.load_state_dict(keep, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    def kept(k: str) -> bool:
+        return not any(k.startswith(d) for d in dropped)
+
+    try:
+        result = net.load_state_dict({k: v for k, v in state.items() if kept(k)}, strict=False)
+    except RuntimeError as e:  # a shape mismatch
+        detail = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise ValueError(f"model.weights: {path!r} does not fit the network: {detail}") from None
+    missing = [k for k in result.missing_keys if kept(k)]
+    if missing or result.unexpected_keys:
         raise ValueError(
             f"model.weights: {path!r} does not fit the network: "
-            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+            f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
 
 
@@ -143,7 +154,8 @@ def efficientnet_lite0(config: ModelConfig, input_shape: Sequence[int]) -> tuple
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0")
-    net.set_swish(memory_efficient=False)  # the plain op: torch.func (EWC's Fisher) can vmap it
+    # Lite uses ReLU6 throughout (no Swish), so torch.func (EWC's Fisher) can vmap it;
+    # ``set_swish`` would replace those ReLU6 with Swish and change the network.
     path = config.weights or lite0_weights_file()
     _load(net, load_weights(path), path, [])
     width = int(net._fc.in_features)
