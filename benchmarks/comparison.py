@@ -18,6 +18,11 @@ hyperparameter chosen on a validation stream, then re-run with seeds 0, 1, 2 on
 the test stream. Its tables (the test phase, with the chosen values and the
 validation score from the sweep's ``tuning.json``, and what the validation phase
 cost) go between ``<!-- tuned:start -->`` and ``<!-- tuned:end -->``.
+
+``--pretrained`` runs ``examples/pretrained/*.yaml`` (EfficientNet-Lite0 from
+its ImageNet weights: frozen, fine-tuned, and Smith et al.'s recipe), tuned the
+same way; its tables go between ``<!-- pretrained:start -->`` and
+``<!-- pretrained:end -->``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "examples" / "comparison").glob("*.yaml"))
 TUNED = sorted((ROOT / "examples" / "comparison" / "tuned").glob("*.yaml"))
+PRETRAINED = [
+    ROOT / "examples" / "pretrained" / f"{n}.yaml"
+    for n in ("frozen_lite0", "finetune_lite0", "smith_lite0")
+]
 METRICS = ("acc/avg", "forgetting/avg", "bwt", "plasticity/avg", "plasticity/fresh_avg")
 
 
@@ -157,21 +166,21 @@ def tuned_table(client: MlflowClient, name: str, order: list[str]) -> tuple[str,
     return head, rows
 
 
-def write_tables(uri: str, out: Path, *, tuned: bool = False) -> str:
+def write_tables(uri: str, out: Path, *, tuned: bool = False, pretrained: bool = False) -> str:
     """Render one table per comparison experiment (markdown)."""
     from lifelong.platform.spec import load_experiment
 
     client = MlflowClient(uri)
     parts = []
-    for f in TUNED if tuned else FILES:
+    for f in PRETRAINED if pretrained else TUNED if tuned else FILES:
         exp = load_experiment(f)
-        table = tuned_table if tuned else sweep_table
+        table = tuned_table if tuned or pretrained else sweep_table
         head, rows = table(client, exp.name, exp.labels())
         parts.append(
             f"### {exp.name}\n\n`{f.relative_to(ROOT)}`: {head}\n\n" + "\n".join(rows) + "\n"
         )
     text = "\n".join(parts)
-    marker = "tuned" if tuned else "tables"
+    marker = "pretrained" if pretrained else "tuned" if tuned else "tables"
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     doc = out.read_text() if out.exists() else f"{start}\n{end}\n"
     head, rest = doc.split(start, 1)
@@ -186,10 +195,12 @@ def main() -> None:
     ap.add_argument("--only-table", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     ap.add_argument("--tuned", action="store_true", help="the tuned comparison instead")
+    ap.add_argument("--pretrained", action="store_true", help="the pre-trained backbone sweeps")
     args = ap.parse_args()
     if not args.only_table:
-        run_all(args.tracking_uri, TUNED if args.tuned else FILES)
-    print(write_tables(args.tracking_uri, args.out, tuned=args.tuned))
+        files = PRETRAINED if args.pretrained else TUNED if args.tuned else FILES
+        run_all(args.tracking_uri, files)
+    print(write_tables(args.tracking_uri, args.out, tuned=args.tuned, pretrained=args.pretrained))
 
 
 if __name__ == "__main__":
