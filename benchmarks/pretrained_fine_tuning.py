@@ -34,7 +34,9 @@ depend on the machine and on what else shares its cores.
     python benchmarks/pretrained_fine_tuning.py --device cuda        # all sides on the GPU
 
 Defaults: 100 training and 50 test images per class, 64-pixel inputs, 1 epoch,
-3 repeats, 2 threads, CPU.
+3 repeats, 2 threads, CPU. On a machine whose cores other work shares, pass
+``--threads 1``: with more threads than free cores every op waits for a
+descheduled thread (a 20x slower run was seen on a busy 2-core machine).
 """
 
 from __future__ import annotations
@@ -65,15 +67,15 @@ SIDES = ("lifelong", "bare", "avalanche")
 def run_lifelong(
     stream: Stream, model_cfg: ModelConfig, training: TrainingConfig, seed: int, bench: Any
 ) -> np.ndarray:
-    """lifelong's Learner with plain fine-tuning; returns the final accuracy row."""
+    """lifelong's Learner with plain fine-tuning; returns the accuracy matrix R."""
     learner = Learner(stream, model_cfg, [build_strategy("naive")], training, seed)
-    return learner.fit()[-1]
+    return learner.fit()
 
 
 def run_bare(
     stream: Stream, model_cfg: ModelConfig, training: TrainingConfig, seed: int, bench: Any
 ) -> np.ndarray:
-    """The hand-written loop; returns the final accuracy row."""
+    """The hand-written loop; returns the accuracy matrix R."""
     device = training.accelerator
     torch.manual_seed(seed)
     model = build_model(model_cfg, stream.input_shape, stream.n_classes).to(device)
@@ -95,8 +97,8 @@ def run_bare(
         return torch.stack(accs).cpu().numpy()
 
     evaluate()  # the untrained row, as lifelong computes it
-    row = np.zeros(len(experiences))
-    for exp in experiences:
+    R = np.zeros((len(experiences), len(experiences)))
+    for i, exp in enumerate(experiences):
         opt = torch.optim.Adam(model.parameters(), lr=training.lr)
         model.train()
         for _ in range(training.epochs):
@@ -107,14 +109,14 @@ def run_bare(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        row = evaluate()
-    return row
+        R[i] = evaluate()
+    return R
 
 
 def run_avalanche(
     stream: Stream, model_cfg: ModelConfig, training: TrainingConfig, seed: int, bench: Any
 ) -> np.ndarray:
-    """Avalanche's Naive strategy over ``bench``; returns the final accuracy row."""
+    """Avalanche's Naive strategy over ``bench``; returns the accuracy matrix R."""
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training import Naive
     from avalanche.training.plugins import EvaluationPlugin
@@ -135,13 +137,15 @@ def run_avalanche(
             eval_every=-1,
         )
         cl.eval(bench.test_stream, num_workers=0)  # the untrained row
+        rows = []
         for exp in bench.train_stream:
             cl.train(exp, reset_optimizer_state=True, num_workers=0)
             cl.eval(bench.test_stream, num_workers=0)
+            rows.append(cl.evaluator.get_last_metrics())
     prefix = "Top1_Acc_Exp/eval_phase/test_stream/"
-    accs = {k: v for k, v in cl.evaluator.get_last_metrics().items() if k.startswith(prefix)}
-    assert len(accs) == len(stream), sorted(accs)
-    return np.array([accs[k] for k in sorted(accs, key=lambda k: int(k.rsplit("Exp", 1)[1]))])
+    keys = sorted((k for k in rows[-1] if k.startswith(prefix)), key=lambda k: int(k[-3:]))
+    assert len(keys) == len(stream), sorted(rows[-1])
+    return np.array([[m[k] for k in keys] for m in rows])
 
 
 RUNNERS: dict[str, Callable[..., np.ndarray]] = {
@@ -160,7 +164,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="the same seed for every side and repeat")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch.set_num_threads; use 1 where other work shares the cores (more threads "
+        "than free cores make every op wait for a descheduled thread: 20x slower seen)",
+    )
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where all sides run")
     args = ap.parse_args()
     require_device(ap, args.device)
@@ -185,11 +195,11 @@ def main() -> None:
         RUNNERS[side](*common)
     wall: dict[str, list[float]] = {k: [] for k in SIDES}
     cpu: dict[str, list[float]] = {k: [] for k in SIDES}
-    rows: dict[str, np.ndarray] = {}
+    Rs: dict[str, np.ndarray] = {}
     for _ in range(args.repeats):
         for side in SIDES:
             t, c = time.perf_counter(), time.process_time()
-            rows[side] = RUNNERS[side](*common)
+            Rs[side] = RUNNERS[side](*common)
             wall[side].append(time.perf_counter() - t)
             cpu[side].append(time.process_time() - c)
     w = {k: statistics.median(v) for k, v in wall.items()}
@@ -201,18 +211,20 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for side in SIDES:
-        row = " ".join(f"{a:.3f}" for a in rows[side])
+        row = " ".join(f"{a:.3f}" for a in Rs[side][-1])
         print(
             f"{side:<10} {w[side]:>8.2f} {c[side]:>8.2f} {w[side] / w['bare']:>6.2f}x "
-            f"{c[side] / c['bare']:>8.2f}x {rows[side].mean():>9.3f}  {row}"
+            f"{c[side] / c['bare']:>8.2f}x {Rs[side][-1].mean():>9.3f}  {row}"
         )
     print(
         f"ratios (median wall): lifelong/bare {w['lifelong'] / w['bare']:.2f}x, "
         f"avalanche/bare {w['avalanche'] / w['bare']:.2f}x; "
-        f"max |dR| lifelong vs bare (final row) {np.abs(rows['lifelong'] - rows['bare']).max():.4f}"
+        f"max |dR| lifelong vs bare {np.abs(Rs['lifelong'] - Rs['bare']).max():.4f}, "
+        f"avalanche vs bare {np.abs(Rs['avalanche'] - Rs['bare']).max():.4f}"
     )
     print("/bare: median wall time over the bare loop's; cpu /bare: the same for this process's")
-    print("CPU time (steadier when other work shares the cores)")
+    print("CPU time (steadier when other work shares the cores); dR: the accuracy matrices")
+    print("(every row, after each experience) of the last repeat; 0: the same work, bit for bit")
 
 
 if __name__ == "__main__":
