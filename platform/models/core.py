@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from torch import Tensor, nn
 
 from lifelong.platform._registry import Registry
@@ -82,6 +82,25 @@ class ModelConfig(BaseModel):
                 f"{what}: only for the backbone models ({', '.join(PRETRAINED_NAMES)}), "
                 f"not {self.name!r}"
             )
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out the fields that do not apply, so params and dumps name only real settings.
+
+        A built-in's dump has no backbone fields (``arch``... ``freeze: none``) and a
+        backbone's has no ``hidden``: runs logged before the backbone fields existed
+        keep the same params, and ``lifelong compare`` groups them as before.
+        """
+        data = handler(self)
+        if self.pretrained:
+            data.pop("hidden", None)
+            return data
+        for key in ("arch", "weights", "input_size", "mean", "std"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        if data.get("freeze") == "none":
+            data.pop("freeze")
+        return data
 
     @property
     def pretrained(self) -> bool:

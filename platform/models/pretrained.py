@@ -77,6 +77,7 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
 
 def _load(net: nn.Module, state: dict[str, Tensor], path: str, dropped: Sequence[str]) -> None:
     """Load ``state`` into ``net``, the entries under the ``dropped`` prefixes left out."""
+
     def kept(k: str) -> bool:
         return not any(k.startswith(d) for d in dropped)
 
