@@ -244,7 +244,11 @@ class Learner:
     def _track_seen(self, i: int, task_id: int) -> None:
         """``bce_seen``: the classes of experiences ``0..i``, and those the loss covers."""
         n = self.stream.n_classes
-        self._seen = seen_mask((e.classes for e in self.experiences[: i + 1]), n, self.device)
+        # Experiences arrive in order: add experience i's classes (all of 0..i after a
+        # restore), so a lazy stream never builds its earlier experiences again.
+        earlier = self.experiences[: i + 1] if self._seen is None else [self.experiences[i]]
+        seen = seen_mask((e.classes for e in earlier), n, self.device)
+        self._seen = seen if self._seen is None else self._seen | seen
         covered = self._seen
         if self.model.head.multi_head:  # the head scores only the task's classes
             covered = covered & self.model.head.task_mask[task_id]
