@@ -246,24 +246,27 @@ strategies:
 # ------------------------------------------------------------------ workers
 
 
-def private_and_shared_mib(pid: int, address: int) -> tuple[float, float]:
-    """Private and shared resident MiB of the mapping of ``pid`` holding ``address``."""
-    private = shared = 0.0
-    inside = False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split()[0]
-            if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head):
-                lo, hi = (int(v, 16) for v in head.split("-"))
-                inside = lo <= address < hi
-            elif inside and head in ("Private_Clean:", "Private_Dirty:"):
-                private += int(line.split()[1]) / 1024
-            elif inside and head in ("Shared_Clean:", "Shared_Dirty:"):
-                shared += int(line.split()[1]) / 1024
-    return private, shared
+def private_and_shared_mib(pid: int, address: int, nbytes: int) -> tuple[float, float]:
+    """Resident MiB of ``pid``'s pages in ``[address, address + nbytes)``: private, shared.
+
+    Per page, from ``/proc/PID/pagemap`` (bit 63: present; bit 56: mapped by this
+    process only, i.e. a private copy). Only the tensor's own pages count: the
+    per-mapping totals of ``smaps`` would also count the worker's batches when the
+    kernel merges their allocations into the tensor's mapping.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = address // page, (address + nbytes - 1) // page
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read((last - first + 1) * 8), dtype="<u8")
+    present = (entries >> np.uint64(63)) & np.uint64(1)
+    exclusive = (entries >> np.uint64(56)) & np.uint64(1)
+    private = int((present & exclusive).sum())
+    shared = int(present.sum()) - private
+    return private * page / 2**20, shared * page / 2**20
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"), reason="needs Linux /proc")
 def test_workers_read_the_data_in_place_without_copying_it() -> None:
     n = 8192
     x = torch.rand(n, 1, 32, 32)  # 32 MiB, written here: the pages exist before the fork
@@ -277,7 +280,7 @@ def test_workers_read_the_data_in_place_without_copying_it() -> None:
         workers = [p for p in psutil.Process().children() if p.pid not in before]
         assert len(workers) == 2
         for w in workers:
-            private, shared = private_and_shared_mib(w.pid, x.data_ptr())
+            private, shared = private_and_shared_mib(w.pid, x.data_ptr(), x.nbytes)
             assert private < 8, (private, shared)  # not a copy of the 32 MiB
             assert shared > 16, (private, shared)  # the parent's pages, read in place
     assert seen == n
