@@ -35,3 +35,13 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+def save_test_resnet(directory: Path, seed: int) -> Path:
+    """Save timm's tiny ``test_resnet`` (random weights from ``seed``, 1000-class head)."""
+    import timm
+
+    torch.manual_seed(seed)
+    path = directory / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
+    return path

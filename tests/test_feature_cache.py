@@ -20,15 +20,15 @@ from lifelong.scenarios import ScenarioConfig
 from lifelong.scenarios.builder import build_stream
 from lifelong.strategies import build_strategy
 
+from conftest import save_test_resnet
+
 TRAINING = TrainingConfig(epochs=2, batch_size=32, lr=0.05, accelerator="cpu")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("weights") / "test_resnet.pth"
-    torch.save(timm.create_model("test_resnet").state_dict(), path)
-    return path
+    """A tiny timm ResNet with random weights (seed 1), saved."""
+    return save_test_resnet(tmp_path_factory.mktemp("weights"), seed=1)
 
 
 def frozen(weights: Path) -> ModelConfig:

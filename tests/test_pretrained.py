@@ -25,17 +25,15 @@ from lifelong.scenarios import ScenarioConfig
 from lifelong.scenarios.builder import build_stream
 from lifelong.strategies import STRATEGIES, build_strategy
 
+from conftest import save_test_resnet
+
 TRAINING = TrainingConfig(epochs=1, batch_size=64, lr=0.05, accelerator="cpu")
 
 
 @pytest.fixture(scope="module")
 def timm_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny timm ResNet with random weights (and its 1000-class head), saved."""
-    torch.manual_seed(0)
-    net = timm.create_model("test_resnet", pretrained=False)
-    path = tmp_path_factory.mktemp("weights") / "test_resnet.pth"
-    torch.save(net.state_dict(), path)
-    return path
+    """A tiny timm ResNet with random weights (seed 0), saved."""
+    return save_test_resnet(tmp_path_factory.mktemp("weights"), seed=0)
 
 
 @pytest.fixture(scope="module")

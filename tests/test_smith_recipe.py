@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 from torch import nn
 from typer.testing import CliRunner
@@ -19,16 +18,16 @@ from lifelong.scenarios import ScenarioConfig
 from lifelong.scenarios.builder import build_stream
 from lifelong.strategies import build_strategy
 
+from conftest import save_test_resnet
+
 BCE = TrainingConfig(epochs=3, batch_size=32, lr=0.5, accelerator="cpu", task_loss="bce_seen")
 TUNE = BCE.model_copy(update={"epochs": 1, "lr": 0.05})  # fine-tuning the backbone
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(2)
-    path = tmp_path_factory.mktemp("weights") / "test_resnet.pth"
-    torch.save(timm.create_model("test_resnet").state_dict(), path)
-    return path
+    """A tiny timm ResNet with random weights (seed 2), saved."""
+    return save_test_resnet(tmp_path_factory.mktemp("weights"), seed=2)
 
 
 @pytest.fixture(scope="module")
