@@ -26,6 +26,7 @@ from rich.console import Console
 
 from lifelong.platform.expand import trial_from_config
 from lifelong.platform.mlflow_io import safe_name
+from lifelong.platform.preflight import DEFAULT_STORAGE
 from lifelong.platform.spec import Experiment, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
@@ -33,10 +34,8 @@ from lifelong.scenarios.stream import Stream
 from .callbacks import ACTIVE, TrackingCallback
 from .progress import SweepProgress
 from .shared import SharedStream
-from .state import ENDED, INTERRUPTED, RUNNING, SweepState
+from .state import ENDED, INTERRUPTED, RUNNING, SweepState, state_file_of
 from .trial import train_trial
-
-DEFAULT_STORAGE = Path(".lifelong") / "ray_results"
 
 
 def ensure_ray(
@@ -200,6 +199,7 @@ def run_sweep(
     console: Console | None = None,
     plugins: dict[str, list[str]] | None = None,
     state_file: Path | None = None,
+    state_folder: Path | None = None,
     resume: SweepState | None = None,
     tune_run: TuneRun | None = None,
 ) -> list[TrialOutcome]:
@@ -209,7 +209,8 @@ def run_sweep(
     every stream by :func:`~lifelong.platform.expand.scenario_key`.
     Metrics and artifacts go to MLflow through ``tracker`` from this (driver)
     process. ``plugins`` tells workers what to import (see :func:`plugin_imports`).
-    ``state_file``: where to keep the :class:`SweepState` a later ``resume`` needs.
+    ``state_file``: where to keep the :class:`SweepState` a later ``resume`` needs;
+    ``state_folder``: or the folder where it goes, named by the sweep id.
     ``resume``: continue that stopped sweep: its finished trials are not run
     again, the others continue from their last checkpoints and log into their
     existing MLflow runs. Returns one outcome per trial, in the experiment's order.
@@ -246,11 +247,15 @@ def run_sweep(
             tracking_uri=tracker.tracking_uri,
             parent_run_id=str(tracker.parent_run_id),
             tune_path=f"{str(storage).rstrip('/')}/{name}",
+            sweep_id=tracker.sweep_id,
         )
+    if state_file is None and state_folder is not None:
+        state_file = state_file_of(state_folder, state.sweep_id)
     for o in tracker.outcomes.values():
         if o.status == "FINISHED":
             progress.state[o.trial.trial_id] = "finished"
     state.status = RUNNING
+    state.claim()
     if state_file is not None:
         state.save(state_file)
     key = f"{state.parent_run_id}"

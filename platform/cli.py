@@ -93,10 +93,20 @@ def run(
         bool,
         typer.Option(
             "--resume",
-            help="continue the stopped sweep of this file: only unfinished trials run, "
-            "from their last checkpoints, logging into the same MLflow runs",
+            help="continue the latest stopped sweep of this file (or --sweep's): only "
+            "unfinished trials run, from their last checkpoints, logging into the same "
+            "MLflow runs",
         ),
     ] = False,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep",
+            metavar="SWEEP_ID",
+            help="with --resume: which sweep of this file to continue (`lifelong sweeps "
+            "FILE` lists them); default the latest whose driver is gone",
+        ),
+    ] = None,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -125,7 +135,7 @@ def run(
     Ctrl-C (or SIGTERM) stops the trials, marks their MLflow runs KILLED, keeps
     their checkpoints and exits 130; ``--resume`` then finishes the sweep.
     """
-    from lifelong.cluster.state import SweepState, state_path
+    from lifelong.cluster.state import NothingToResume, resumable, state_dir
     from lifelong.cluster.sweep import ClusterConnectError, SweepInterrupted
     from lifelong.platform.runner import RunError, execute
     from lifelong.platform.spec import SpecError, load_experiment
@@ -140,12 +150,15 @@ def run(
         print_dry_run(experiment, out)
         return
     name = experiment_name or experiment.name
-    state_file = state_path(experiment_file, name, overrides=experiment.overrides)
-    previous = SweepState.load(state_file) if resume else None
+    folder = state_dir(experiment_file, name, overrides=experiment.overrides)
+    previous = state_file = None
+    if sweep is not None and not resume:
+        raise _bad_input("--sweep picks the sweep that --resume continues; give --resume too")
     if resume:
-        if previous is None or previous.status == "ended":
-            what = "no stopped sweep" if previous is None else "its sweep ended; nothing"
-            raise _bad_input(f"{experiment_file}: {what} to resume (state: {state_file})")
+        try:
+            state_file, previous = resumable(folder, sweep)
+        except NothingToResume as e:
+            raise _bad_input(f"{experiment_file}: {e}") from None
         if previous.file_sha256 != experiment.digest:
             raise _bad_input(
                 f"{experiment_file} (or its command-line overrides) changed since its sweep "
@@ -162,13 +175,14 @@ def run(
             storage=storage,
             resume=previous,
             state_file=state_file,
+            state_folder=folder,
             in_process=in_process,
             console=err,
         )
     except (SpecError, RunError, ClusterConnectError) as e:
         raise _bad_input(str(e)) from None
     except (SweepInterrupted, KeyboardInterrupt) as e:
-        again = "" if experiment.spec.tune else " --resume"
+        again = "" if experiment.spec.tune else " --resume" + _own_sweep(folder)
         err.print(
             f"[bold yellow]stopped:[/] {escape(str(e) or 'interrupted')}; unfinished trials are "
             f"KILLED in MLflow, their checkpoints kept. Continue with: lifelong run "
@@ -178,6 +192,14 @@ def run(
         )
         raise typer.Exit(130) from None
     _print_results(results, experiment)
+
+
+def _own_sweep(folder: Path) -> str:
+    """`` --sweep SWEEP_ID`` of the sweep this process drove, for the resume hint (else empty)."""
+    from lifelong.cluster.state import sweep_states
+
+    mine = [s.sweep_id for s in sweep_states(folder).values() if s.driver_pid == os.getpid()]
+    return f" --sweep {mine[-1]}" if mine and mine[-1] else ""
 
 
 def _print_results(results: Results, experiment: Experiment) -> None:
@@ -246,6 +268,37 @@ def _load_plugins(plugins: list[str] | None) -> None:
 
     for spec in plugins or []:
         load_plugin(spec, Path.cwd())
+
+
+@app.command()
+def sweeps(
+    experiment_file: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="the KEY=VALUE overrides its sweeps ran with", show_default=False),
+    ] = None,
+    experiment_name: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment name; default the file's `name` or its stem"),
+    ] = None,
+) -> None:
+    """List the sweeps of an experiment file: running, stale (driver gone), stopped or ended."""
+    from lifelong.cluster.state import state_dir
+    from lifelong.cluster.sweeps import sweeps_table
+    from lifelong.platform.spec import SpecError, load_experiment
+
+    try:
+        experiment = load_experiment(experiment_file, overrides or ())
+    except SpecError as e:
+        raise _bad_input(str(e)) from None
+    folder = state_dir(
+        experiment_file, experiment_name or experiment.name, overrides=experiment.overrides
+    )
+    table = sweeps_table(folder, experiment_file)
+    if not table.row_count:
+        err.print(f"no sweep of {experiment_file} yet (states: {folder})", highlight=False)
+        return
+    out.print(table)
 
 
 @app.command("list")

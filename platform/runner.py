@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from lifelong.platform.preflight import UnwritablePath, check_sweep_paths, create_store
 from lifelong.platform.spec import Experiment, build_checked_streams
 from lifelong.platform.tracking import SweepTracker, TrialOutcome, resolve_tracking_uri
 
@@ -118,6 +119,7 @@ def execute(
     storage: str | None = None,
     resume: SweepState | None = None,
     state_file: Path | None = None,
+    state_folder: Path | None = None,
     in_process: bool = False,
     raise_errors: bool = False,
     console: Console | None = None,
@@ -137,12 +139,17 @@ def execute(
         raise RunError(
             f"{what} does not run a tuned sweep (a `tune:` section); run it on Ray, anew"
         )
+    uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
+    try:  # before the data is built or Ray starts: every path the sweep writes
+        check_sweep_paths(storage, uri, checkpoints=not in_process)
+        create_store(uri)
+    except UnwritablePath as e:
+        raise RunError(str(e)) from None
     streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
     streams = cache_features(experiment, streams, console)
     stream: Any = streams if len(streams) > 1 else next(iter(streams.values()))
     first = next(iter(streams.values()))
     name = experiment_name or experiment.name
-    uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "creating tables" notices
     where = "in this process" if in_process else "on Ray"
     if tune is None:
@@ -168,7 +175,16 @@ def execute(
         tracker.client.close()
         return Results(name, uri, str(tracker.parent_run_id), [_result(o) for o in outcomes])
     return _on_ray(
-        experiment, stream, uri, name, address, num_cpus, storage, resume, state_file, console
+        experiment,
+        stream,
+        uri,
+        name,
+        address,
+        num_cpus,
+        storage,
+        resume,
+        (state_file, state_folder),
+        console,
     )
 
 
@@ -217,7 +233,7 @@ def _on_ray(
     num_cpus: int | None,
     storage: str | None,
     resume: SweepState | None,
-    state_file: Path | None,
+    state: tuple[Path | None, Path | None],
     console: Console,
 ) -> Results:
     from lifelong.cluster.sweep import ensure_ray, in_ray_job, plugin_imports, run_sweep
@@ -264,7 +280,8 @@ def _on_ray(
                 console=console,
                 plugins=imports,
                 storage_path=storage,
-                state_file=state_file,
+                state_file=state[0],
+                state_folder=state[1],
                 resume=resume,
             )
         except BaseException:

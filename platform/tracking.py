@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -104,7 +105,8 @@ class SweepTracker:
         self.experiment_name = experiment_name or experiment.name
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
-        self.sweep_id = time.strftime("%Y%m%d-%H%M%S")
+        # The second and a short random suffix: two sweeps started at once differ.
+        self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         self.outcomes: dict[str, TrialOutcome] = {}
 
     # ------------------------------------------------------------------ sweep

@@ -570,3 +570,49 @@ def test_lost_worker_node(cluster: Cluster) -> None:
         f"\nFIGURES lost node: faults 1, trials affected 1, finished 3/3, "
         f"recovered (trial restarted on another node) after {again[0][4] - t_kill:.1f} s"
     )
+
+
+def test_two_sweeps_of_one_file_at_once_kill_one_resume_it(cluster: Cluster) -> None:
+    """Each sweep keeps its own state: the killed one resumes after the other has ended."""
+    d = sweep_dir(cluster.temp)
+    path = experiment(d, [{"dir": str(d), "tag": "a"}], 1, "twice", PLUGIN)
+    ref = reference(path)
+    (d / "hold").touch()
+    uri = f"sqlite:///{d / 'mlflow.db'}"  # a new store: both drivers create it at once
+    first, second = start_run(cluster, path, uri), start_run(cluster, path, uri)
+
+    def both_held() -> bool:
+        return len({r[2] for r in log_lines(d) if r[1] == 1}) == 2
+
+    wait_for("both sweeps' trials held", both_held, second, 150)
+    first.kill()  # SIGKILL: no handler runs, its state stays "running"
+    first.wait(30)
+    (d / "hold").unlink()
+    rc, output = finish(second)
+    assert rc == 0, output[-4000:]
+    listed = subprocess.run(
+        [LIFELONG, "sweeps", path.name], cwd=d, env=cluster.env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "stale" in listed.stdout and "ended" in listed.stdout, listed.stdout
+    assert "RUNNING (stale: driver gone)" in listed.stdout, listed.stdout
+    rc, output = finish(start_run(cluster, path, uri, "--resume"))
+    assert rc == 0, output[-4000:]
+    rc, output = finish(start_run(cluster, path, uri, "--resume"))
+    assert rc == 2 and "no stopped sweep" in output, output[-2000:]
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("twice").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lifelong.role") == "sweep"]
+    assert len({p.data.tags["sweep"] for p in parents}) == 2
+    assert [p.info.status for p in parents] == ["FINISHED", "FINISHED"]
+    for parent in parents:
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert [k.info.status for k in kids] == ["FINISHED"], kids
+        history = client.get_metric_history(kids[0].info.run_id, "acc/avg")
+        assert sorted(m.step for m in history) == list(range(N_EXP))  # nothing logged twice
+        R = np.full((N_EXP, N_EXP), np.nan)
+        for j in range(N_EXP):
+            for m in client.get_metric_history(kids[0].info.run_id, f"acc/exp_{j}"):
+                R[m.step, j] = m.value
+        np.testing.assert_array_equal(R, ref[kids[0].info.run_name])

@@ -1,0 +1,92 @@
+"""Checks made before a sweep starts anything: every path it will write is writable.
+
+A sweep writes three places: ``--storage`` (the trials' checkpoints), the
+working directory's ``.lifelong/`` (sweep states, journals, staged plugins) and,
+for the embedded store, the SQLite file's directory. Each is checked by
+creating (and removing) a file in it, the only test a read-only file system or
+a full disk answers truthfully, so an unwritable path is one message naming
+the option that chose it before Ray starts or a run is logged.
+
+The SQLite store is also created here, once, under a file lock: two sweeps
+started at once against a store that does not exist yet would otherwise both
+run MLflow's schema migration on the same new file, and one of them fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+STATE_ROOT = Path(".lifelong")
+#: Where trials keep their checkpoints unless ``--storage`` says otherwise.
+DEFAULT_STORAGE = STATE_ROOT / "ray_results"
+#: How long a sweep waits for another one that is creating the same store.
+STORE_LOCK_TIMEOUT_S = 300.0
+
+
+class UnwritablePath(OSError):
+    """A path the sweep must write cannot be written; the message names its option."""
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and a file in it, or raise :class:`UnwritablePath`.
+
+    ``option`` names what chose the path (``--storage``, ``--tracking-uri``, ...).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lifelong-probe-", dir=folder)
+        try:
+            os.write(fd, b"\0" * 4096)  # a full disk refuses data, not always a new name
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
+        raise UnwritablePath(f"{option}: cannot write to {folder} ({reason})") from None
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (``None`` for other stores)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or ":memory:" in tracking_uri:
+        return None
+    return Path(tracking_uri[len(prefix) :].partition("?")[0])
+
+
+def check_sweep_paths(storage: str | None, tracking_uri: str, *, checkpoints: bool = True) -> None:
+    """Check every local path a sweep writes (see the module docstring).
+
+    ``checkpoints``: whether trials keep checkpoints (not in the in-process runner).
+
+    Raises:
+        UnwritablePath: naming ``--storage``, ``--tracking-uri`` or the working directory.
+    """
+    check_writable(STATE_ROOT.resolve(), "the working directory (its .lifelong/ folder)")
+    if checkpoints and (storage is None or storage.startswith("file://") or "://" not in storage):
+        local = Path((storage or str(DEFAULT_STORAGE)).removeprefix("file://"))
+        check_writable(local.resolve(), "--storage")
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        check_writable(db.parent, f"--tracking-uri ({tracking_uri})")
+        if db.exists() and not os.access(db, os.W_OK):
+            raise UnwritablePath(f"--tracking-uri ({tracking_uri}): {db} is read-only")
+
+
+def create_store(tracking_uri: str) -> None:
+    """Open the tracking store once, creating a new SQLite store under a lock.
+
+    The lock file is ``.<name>.lock`` beside the database.
+    """
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return
+    with FileLock(str(db.parent / f".{db.name}.lock"), timeout=STORE_LOCK_TIMEOUT_S):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
