@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,40 @@ def test_two_drivers_create_one_new_store_at_once(tmp_path: Path) -> None:
 
     names = {e.name for e in MlflowClient(uri).search_experiments()}
     assert {"e0", "e1"} <= names
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted at a temp folder (root only; skipped where mounting is refused)."""
+    where = tmp_path / "fs"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_read_only_and_full_file_systems_are_refused_by_the_cli(
+    in_tmp: Path, small_fs: Path
+) -> None:
+    (in_tmp / "exp.yaml").write_text(EXPERIMENT)
+    (small_fs / "filler").write_bytes(b"\0" * (1024 * 1024 - 4096 * 2))
+    with open(small_fs / "filler", "ab") as f:  # fill the last blocks
+        try:
+            f.write(b"\0" * 1024 * 1024)
+        except OSError:
+            pass
+    result = CliRunner().invoke(app, ["run", "exp.yaml", "--storage", str(small_fs / "c")])
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in result.output
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    result = CliRunner().invoke(app, ["run", "exp.yaml", "--storage", str(small_fs / "c")])
+    assert result.exit_code == 2, result.output
+    assert "--storage: cannot write to" in result.output
+    assert "Read-only file system" in result.output
+    assert not (in_tmp / "mlflow.db").exists()
