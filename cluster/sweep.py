@@ -67,8 +67,31 @@ def ensure_ray(
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
             raise ClusterConnectError(_connect_message(address, e)) from e
     else:
-        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
+        with _loopback_only():
+            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
     return True
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make a local Ray instance listen on 127.0.0.1 only, not on every interface.
+
+    Ray 2.60 ignores ``_node_ip_address="127.0.0.1"`` on Linux: it swaps a
+    loopback address for the machine's IP (``services.resolve_ip_for_localhost``),
+    and its servers given a non-loopback node IP listen on all interfaces. It keeps
+    127.0.0.1 only where ``ray_constants.ENABLE_RAY_CLUSTER`` is false (its value
+    on macOS and Windows; ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), read when
+    ``ray.init`` runs. Never for ``--address``: a joined cluster needs the real IP.
+    See docs/security.md.
+    """
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 class ClusterConnectError(RuntimeError):
