@@ -63,13 +63,34 @@ def ensure_ray(
     }
     if address:
         try:
-            ray.init(address=address, **options)
+            with _loopback_only() if _loopback_cluster(address) else contextlib.nullcontext():
+                ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
             raise ClusterConnectError(_connect_message(address, e)) from e
     else:
         with _loopback_only():
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
     return True
+
+
+def _loopback_cluster(address: str) -> bool:
+    """Whether ``address`` is a cluster on this machine whose nodes are all on 127.0.0.1.
+
+    Such a cluster (e.g. one a ``lifelong`` process started) is joined the way it
+    was started, under :func:`_loopback_only`; else Ray would look for a raylet on
+    the host's IP, where there is none, and the driver would wait forever.
+    """
+    host = address.rpartition("/")[2].rpartition(":")[0] or address
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    try:
+        from ray._raylet import GcsClient
+
+        nodes = GcsClient(address=address.rpartition("/")[2]).get_all_node_info(timeout=10)
+    except Exception:  # noqa: BLE001 - not reachable now: ray.init says why, as before
+        return False
+    alive = [n.node_manager_address for n in nodes.values() if n.state == 0]
+    return bool(alive) and all(ip == "127.0.0.1" for ip in alive)
 
 
 @contextlib.contextmanager
