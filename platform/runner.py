@@ -139,13 +139,13 @@ def execute(
         raise RunError(
             f"{what} does not run a tuned sweep (a `tune:` section); run it on Ray, anew"
         )
+    streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
     uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
-    try:  # before the data is built or Ray starts: every path the sweep writes
+    try:  # before anything is written or Ray starts: every path the sweep writes
         check_sweep_paths(storage, uri, checkpoints=not in_process)
         create_store(uri)
     except UnwritablePath as e:
         raise RunError(str(e)) from None
-    streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
     streams = cache_features(experiment, streams, console)
     stream: Any = streams if len(streams) > 1 else next(iter(streams.values()))
     first = next(iter(streams.values()))
