@@ -15,17 +15,14 @@ run MLflow's schema migration on the same new file, and one of them fails.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import tempfile
 from pathlib import Path
 
-from filelock import FileLock
-
 STATE_ROOT = Path(".lifelong")
 #: Where trials keep their checkpoints unless ``--storage`` says otherwise.
 DEFAULT_STORAGE = STATE_ROOT / "ray_results"
-#: How long a sweep waits for another one that is creating the same store.
-STORE_LOCK_TIMEOUT_S = 300.0
 
 
 class UnwritablePath(OSError):
@@ -81,12 +78,18 @@ def check_sweep_paths(storage: str | None, tracking_uri: str, *, checkpoints: bo
 def create_store(tracking_uri: str) -> None:
     """Open the tracking store once, creating a new SQLite store under a lock.
 
-    The lock file is ``.<name>.lock`` beside the database.
+    The lock is an ``flock`` on the database file itself (SQLite's own locks are
+    POSIX record locks, which ``flock`` does not touch; an empty file is an empty
+    SQLite database), so no lock file is left behind.
     """
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(tracking_uri)
     if db is None:
         return
-    with FileLock(str(db.parent / f".{db.name}.lock"), timeout=STORE_LOCK_TIMEOUT_S):
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    finally:
+        os.close(fd)  # releases the lock
