@@ -27,6 +27,10 @@ for console in (out, err):  # logs and pipes: keep tables and messages on one li
         console.width = 160
 
 EXIT_BAD_INPUT = 2
+ExperimentNameOption = Annotated[
+    str | None,
+    typer.Option(help="MLflow experiment name; default the file's `name` or its stem"),
+]
 
 if TYPE_CHECKING:
     from lifelong.platform.runner import Results, TrialResult
@@ -82,10 +86,7 @@ def run(
             help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
         ),
     ] = None,
-    experiment_name: Annotated[
-        str | None,
-        typer.Option(help="MLflow experiment name; default the file's `name` or its stem"),
-    ] = None,
+    experiment_name: ExperimentNameOption = None,
     num_cpus: Annotated[
         int | None, typer.Option(min=1, help="CPUs of the local Ray instance lifelong starts")
     ] = None,
@@ -277,10 +278,7 @@ def sweeps(
         list[str] | None,
         typer.Argument(help="the KEY=VALUE overrides its sweeps ran with", show_default=False),
     ] = None,
-    experiment_name: Annotated[
-        str | None,
-        typer.Option(help="MLflow experiment name; default the file's `name` or its stem"),
-    ] = None,
+    experiment_name: ExperimentNameOption = None,
 ) -> None:
     """List the sweeps of an experiment file: running, stale (driver gone), stopped or ended."""
     from lifelong.cluster.state import state_dir
