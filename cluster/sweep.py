@@ -48,6 +48,8 @@ def ensure_ray(
 
     ``runtime_env`` (e.g. shipped plugin files) applies to every worker of the job.
     Returns whether this call started the connection (and so should shut it down).
+    A local instance this call starts is ended by a watchdog process should this
+    process die without ``ray.shutdown`` (:mod:`lifelong.cluster.watchdog`).
     """
     if ray.is_initialized():
         return False
@@ -70,6 +72,11 @@ def ensure_ray(
     else:
         with _loopback_only():
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
+        # A driver killed outright must not leave the instance's agents and workers
+        # running: a detached watcher ends them (see cluster/watchdog.py).
+        from .watchdog import start_watchdog
+
+        start_watchdog()
     return True
 
 
