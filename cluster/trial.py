@@ -56,6 +56,12 @@ def _plasticity(learner: Learner, i: int) -> dict[str, float]:
     return {"plasticity/fresh": float(learner.fresh[i])}
 
 
+def _retention(learner: Learner) -> dict[str, float]:
+    """A text stream's general-ability retention now and before training (``retention/...``)."""
+    now = {f"retention/{k}": v for k, v in learner.retention.items()}
+    return now | {f"retention/base_{k}": v for k, v in learner.retention_base.items()}
+
+
 def import_plugins(plugins: dict[str, list[str]]) -> None:
     """Import the experiment's plugins in this worker: shipped modules, or local files."""
     import_on_worker(plugins.get("modules", []))
@@ -99,7 +105,9 @@ def experience_result(
         "partial_R": partial_description(learner.training),
         "anytime": [list(point) for point in learner.anytime],
         "losses": losses,
-        "strategy_metrics": learner.strategy_metrics() | _plasticity(learner, i),
+        "strategy_metrics": learner.strategy_metrics()
+        | _plasticity(learner, i)
+        | _retention(learner),
         "node_id": node,
         "pid": os.getpid(),
     }

@@ -37,7 +37,13 @@ from lifelong.platform.loader import (
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
 from lifelong.platform.models.feature_cache import is_encoded
 from lifelong.platform.sgd import plain_sgd_step
-from lifelong.platform.task_loss import bce_seen, seen_mask
+from lifelong.platform.task_loss import (
+    IGNORE,
+    bce_seen,
+    exact_match,
+    lm_cross_entropy,
+    seen_mask,
+)
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.augment import build_augment
 from lifelong.scenarios.stream import Experience, Stream
@@ -163,6 +169,15 @@ class Learner:
         )
         self.data_wait_s = 0.0  # seconds blocked waiting for streamed batches
         self.task_free = bool(stream.info.get("task_free", False))
+        # A text stream (lifelong.scenarios.text): per-position labels, the causal-LM
+        # loss on response tokens, exact match as the score, and a general-text set.
+        self.text = stream.info.get("kind") == "text"
+        general: Any = stream.info.get("general")
+        self._general = (
+            (general["x"].to(self.device), general["y"].to(self.device)) if general else None
+        )
+        self.retention_base: dict[str, float] = {}  # the untrained model's retention
+        self.retention: dict[str, float] = {}  # after the latest experience
         n = len(stream)
         self.R = np.full((n, n), np.nan)
         self.untrained = np.full(n, np.nan)
@@ -294,6 +309,9 @@ class Learner:
         if self._loss_columns is not None:
             loss = bce_seen(logits, y, self._loss_columns)
             terms = {"bce": loss.detach()}
+        elif self.text:
+            loss = lm_cross_entropy(logits, y)
+            terms = {"ce": loss.detach()}
         else:
             loss = F.cross_entropy(logits, y)
             terms = {"ce": loss.detach()}
@@ -453,7 +471,10 @@ class Learner:
                     if self._seen is not None:  # bce_seen: predict among the seen classes
                         logits = logits.masked_fill(~self._seen, float("-inf"))
                     y = y_test[start : start + bs].to(self.device, non_blocking=True)
-                    correct += (logits.argmax(1) == y).sum()
+                    if self.text:  # exact match: every response token argmax-correct
+                        correct += exact_match(logits, y).sum()
+                    else:
+                        correct += (logits.argmax(1) == y).sum()
                 accs.append(correct.double() / exp.n_test)
                 if saved:
                     torch._foreach_copy_(list(self.model.parameters()), saved)
@@ -471,7 +492,37 @@ class Learner:
         """
         if self.training.eval_on == "all":
             self.untrained = self.evaluate()
+        if self._general is not None:
+            self.retention_base = self.general_retention()
         return self.untrained
+
+    @torch.no_grad()
+    def general_retention(self) -> dict[str, float]:
+        """Perplexity and next-token accuracy on the stream's general-text set.
+
+        The general-ability retention metric of a text stream: the set is fixed
+        (:func:`lifelong.scenarios.text_tasks.general_text`), every next token is
+        scored, and the values are ``exp`` of the mean token cross-entropy and the
+        fraction of tokens that are the argmax.
+        """
+        if self._general is None:
+            return {}
+        x, y = self._general
+        self.model.eval()
+        nll = torch.zeros((), dtype=torch.float64, device=self.device)
+        hits = torch.zeros((), dtype=torch.long, device=self.device)
+        bs = max(1, min(self.training.eval_batch_size, 16))
+        with self.fabric.autocast():
+            for start in range(0, x.shape[0], bs):
+                labels = y[start : start + bs]
+                logits = self.model(x[start : start + bs]).float()
+                scored = labels != IGNORE
+                nll += F.cross_entropy(logits[scored], labels[scored], reduction="sum").double()
+                hits += (logits.argmax(-1)[scored] == labels[scored]).sum()
+        self.model.train()
+        n = int((y != IGNORE).sum())
+        mean, acc = (nll / n).item(), hits.item() / n
+        return {"ppl": float(np.exp(mean)), "token_acc": float(acc)}
 
     def fit(self) -> np.ndarray:
         """Train through the whole stream; return the accuracy matrix ``R``."""
@@ -493,6 +544,8 @@ class Learner:
         if self.training.plasticity_baseline:
             self._check_stop(i)
             self.fresh[i] = self.fresh_accuracy(i)
+        if self._general is not None:
+            self.retention = self.general_retention()
         self.next_experience = i + 1
         return self.R[i], losses
 
@@ -532,6 +585,8 @@ class Learner:
             "R_rows": torch.from_numpy(self.R[~np.isnan(self.R).all(axis=1)].copy()),
             "untrained": torch.from_numpy(self.untrained.copy()),
             "fresh": torch.from_numpy(self.fresh.copy()),
+            "retention_base": dict(self.retention_base),
+            "retention": dict(self.retention),
             "step": self.step,
             "samples_seen": self.samples_seen,
             "next_experience": self.next_experience,
@@ -549,6 +604,8 @@ class Learner:
         self.R[state["R_index"].numpy()] = state["R_rows"].numpy()
         self.untrained = state["untrained"].numpy().copy()
         self.fresh = state["fresh"].numpy().copy()
+        self.retention_base = {k: float(v) for k, v in state.get("retention_base", {}).items()}
+        self.retention = {k: float(v) for k, v in state.get("retention", {}).items()}
         self.step = int(state["step"])
         self.samples_seen = int(state.get("samples_seen", 0))
         self.next_experience = int(state["next_experience"])

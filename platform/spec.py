@@ -333,13 +333,13 @@ def _checked(experiment: Experiment, config: ScenarioConfig, note: str) -> Strea
     file = str(experiment.path) if experiment.path else "<experiment>"
     loc: Loc
     try:
-        stream = build_stream(config)
+        stream = build_stream(for_model(config, experiment.spec.model))
         problem = input_problem(experiment.spec.model, stream.input_shape)
         if problem is None:
             return stream
         loc, message = ("model", "name"), problem + note
     except ScenarioError as e:
-        loc = ("scenario", *e.field.split("."))
+        loc = ("scenario", *_field_loc(e.field))
         message = e.message + note
     except (ValueError, MemoryError) as e:
         loc, message = ("scenario",), f"cannot build the stream{note}: {_clip(str(e), 300)}"
@@ -350,6 +350,95 @@ def _checked(experiment: Experiment, config: ScenarioConfig, note: str) -> Strea
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             node = None
     raise SpecError(file, [(loc, _line(node, loc), message)])
+
+
+def for_model(config: ScenarioConfig, model: ModelConfig) -> ScenarioConfig:
+    """``config`` with a text stream's tokenizer set to the language model's own."""
+    if config.source != "text_tasks" or not model.language:
+        return config
+    options = {**config.options, "tokenizer": {"name": model.name, "path": model.path}}
+    return config.model_copy(update={"options": options})
+
+
+def _language_problems(
+    spec: ExperimentSpec, groups: Sequence[tuple[StrategySpec, ...]]
+) -> list[tuple[Loc, str]]:
+    """A language model and a text stream go together, with strategies that apply to them."""
+    from lifelong.platform.models.language import source_problem
+
+    text = spec.scenario.source == "text_tasks"
+    model = spec.model
+    if model.language and not text:
+        return [
+            (
+                ("model", "name"),
+                f"the language model {model.name!r} needs a text stream "
+                f"(scenario.source: text_tasks), not {spec.scenario.source!r}",
+            )
+        ]
+    if not text:
+        return []
+    if not model.language:
+        return [
+            (
+                ("scenario", "source"),
+                "text_tasks needs a language model (model.name: smollm2_135m, or "
+                f"hf_causal_lm with a path), not {model.name!r}",
+            )
+        ]
+    problems: list[tuple[Loc, str]] = []
+    if (where := source_problem(model.name, model.path)) is not None:
+        problems.append((("model", where[0]), where[1]))
+    if "tokenizer" in spec.scenario.options:
+        msg = "the tokenizer is the model's own; leave options.tokenizer out"
+        problems.append((("scenario", "options", "tokenizer"), msg))
+    if spec.training.task_loss != "cross_entropy":
+        msg = "a text stream's loss is the causal-LM cross-entropy; use cross_entropy"
+        problems.append((("training", "task_loss"), msg))
+    refused = {s.name for g in groups for s in g if _refuses_text(s.name)}
+    for name in sorted(refused):
+        reason = STRATEGIES.get(name).language_models
+        problems.append((("strategies",), f"{name!r} does not apply to a language model: {reason}"))
+    return problems
+
+
+LANGUAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # HFT from the first stage on, as in the paper (true stands in for the
+    # pre-training a model from random weights lacks).
+    "hft": {"first_experience_full": False},
+    # EWC's Fisher on text is the squared gradient of each batch of this many
+    # examples (a per-sample Fisher of a 100M-parameter model is too costly).
+    "ewc": {"fisher_batch_size": 8},
+}
+"""Strategy settings that change when the model is a pre-trained language model (unless given)."""
+
+
+def _language_defaults(entry: Any) -> Any:
+    """A ``strategies`` entry with :data:`LANGUAGE_DEFAULTS` added where it sets nothing.
+
+    ``entry`` is as written in the file: a name, ``{name: {params}}`` or a list of
+    those (a composition); anything malformed is returned as is (reported later).
+    """
+    if isinstance(entry, list):
+        return [_language_defaults(item) for item in entry]
+    if isinstance(entry, str):
+        name, params = entry, {}
+    elif isinstance(entry, dict) and len(entry) == 1:
+        name, params = next(iter(entry.items()))
+        if params is None:
+            params = {}
+        if not isinstance(name, str) or not isinstance(params, dict):
+            return entry
+    else:
+        return entry
+    extra = {k: v for k, v in LANGUAGE_DEFAULTS.get(name, {}).items() if k not in params}
+    return {name: {**params, **extra}} if extra else entry
+
+
+def _refuses_text(name: str) -> bool:
+    if name not in STRATEGIES:
+        return False
+    return STRATEGIES.get(name).language_models is not True
 
 
 def parse_experiment(
@@ -452,7 +541,10 @@ def _validate(
         problems += _pydantic_problems(e, ())
     groups: list[tuple[StrategySpec, ...]] = []
     if spec is not None:
-        groups = _parse_strategies(spec.strategies, problems)
+        entries = spec.strategies
+        if spec.model.language:
+            entries = [_language_defaults(e) for e in entries]
+        groups = _parse_strategies(entries, problems)
         problems += _scenario_problems(spec)
         if spec.model.name not in MODELS:
             problems.append((("model", "name"), _unknown("model", spec.model.name, MODELS)))
@@ -460,6 +552,7 @@ def _validate(
 
         for field_name, msg in config_problems(spec.model):
             problems.append((("model", field_name), msg))
+        problems += _language_problems(spec, groups)
         if len(spec.model.hidden) > 1000 or max(spec.model.hidden) > MAX_WIDTH:
             shown = _clip(str(spec.model.hidden))
             msg = f"at most 1000 layers of at most {MAX_WIDTH:,} units, got {shown}"
@@ -620,8 +713,13 @@ def _scenario_problems(spec: ExperimentSpec) -> list[tuple[Loc, str]]:
     try:
         check_scenario(spec.scenario)
     except ScenarioError as e:
-        return [(("scenario", *e.field.split(".")), e.message)]
+        return [(("scenario", *_field_loc(e.field)), e.message)]
     return []
+
+
+def _field_loc(field: str) -> Loc:
+    """A dotted field path as a location: ``options.tasks.0`` renders ``options.tasks[0]``."""
+    return tuple(int(p) if p.isdigit() else p for p in field.split("."))
 
 
 def _unknown(kind: str, name: object, known: Iterable[str]) -> str:

@@ -1,5 +1,10 @@
 """The task loss of a training batch: softmax cross-entropy, or BCE over the seen classes.
 
+A text batch (:mod:`lifelong.scenarios.text`) has one label per position,
+``-100`` where nothing is scored: its loss is the causal-LM cross-entropy over
+the scored positions (:func:`lm_cross_entropy`) and its score the exact match of
+each example (:func:`exact_match`).
+
 ``training.task_loss: bce_seen`` is the classification loss of Smith et al.'s
 reference code for "A Closer Look at Rehearsal-Free Continual Learning"
 (2023): the sigmoid of each logit of a class seen so far against the one-hot
@@ -30,3 +35,23 @@ def bce_seen(logits: Tensor, y: Tensor, columns: Tensor) -> Tensor:
     """Mean binary cross-entropy of ``sigmoid(logits[:, columns])`` against one-hot ``y``."""
     target = (y[:, None] == columns[None, :]).to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits[:, columns], target)
+
+
+IGNORE = -100
+"""The label of an unscored position of a text batch (as in ``F.cross_entropy``)."""
+
+
+def lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of next-token ``logits`` ``(N, L, V)`` over the scored positions."""
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE)
+
+
+def task_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """The cross-entropy of a batch: per sample (labels ``(N,)``) or per position (``(N, L)``)."""
+    return lm_cross_entropy(logits, y) if y.ndim == 2 else F.cross_entropy(logits, y)
+
+
+def exact_match(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per example, whether every scored position's label is the argmax of ``logits``."""
+    hit = (logits.argmax(-1) == labels) | (labels == IGNORE)
+    return hit.all(dim=1)

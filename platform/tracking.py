@@ -221,12 +221,15 @@ class SweepTracker:
             return outcome
         assert self.parent_run_id is not None and self.experiment_id is not None
         scenario = trial.scenario or self.experiment.spec.scenario.model_dump(mode="json")
+        # A source that brings its own experiences (avalanche, text_tasks) may leave
+        # the protocol out: the tag then names the source alone.
+        protocol = scenario.get("protocol")
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
             "sweep": self.sweep_id,
             "strategy": trial.label,
             "seed": str(trial.seed),
-            "scenario": f"{scenario['source']}/{scenario['protocol']}",
+            "scenario": f"{scenario['source']}/{protocol}" if protocol else scenario["source"],
             "lifelong.role": "trial",
             "lifelong.strategy_base": trial.base_label or trial.label,
         }

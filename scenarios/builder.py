@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lifelong.scenarios import avalanche as _avalanche  # noqa: F401  (registers 'avalanche')
 from lifelong.scenarios import disk as _disk  # noqa: F401  (registers torchvision, image_folder, fashion_mnist)
+from lifelong.scenarios import text as _text  # noqa: F401  (registers text_tasks)
 from lifelong.scenarios.augment import AugmentStep, build_augment
 from lifelong.scenarios.boundaries import Boundaries, boundary_stream_name, make_boundary_stream
 from lifelong.scenarios.preset import apply_preset, preset_names

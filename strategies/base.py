@@ -113,6 +113,10 @@ class Strategy:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    language_models: ClassVar[bool | str] = True
+    """Whether the strategy applies to a language model on a text stream: ``True``, or
+    the reason it does not (it needs class labels or class-shaped logits), which is
+    the error a file pairing them gets when it is read."""
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()

@@ -63,6 +63,7 @@ class CenterLoss(Strategy):
 
     Config = CenterLossConfig
     config: CenterLossConfig
+    language_models = "its class centres need class labels; a text stream has next-token labels"
 
     def __init__(self, config: CenterLossConfig | None = None) -> None:
         super().__init__(config)

@@ -160,6 +160,10 @@ class DST(Strategy):
 
     Config = DSTConfig
     config: DSTConfig
+    language_models = (
+        "its masks assume untied nn.Linear weights (a tied LM head would mask the "
+        "embedding); not verified on language models"
+    )
 
     def __init__(self, config: DSTConfig | None = None) -> None:
         super().__init__(config)

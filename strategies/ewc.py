@@ -28,6 +28,10 @@ cross-entropy; and it drops the 1/2 (a factor of 2 in lambda). Their first task
 is anchored to the pre-trained weights with a zero Fisher, which adds nothing,
 so EWC has no ``pretrained`` anchor here (``l2`` has).
 
+On a text stream (a language model) the Fisher is a batch-gradient one
+(:func:`batch_fisher`): the square of each batch's gradient of the mean
+causal-LM loss, batches of ``fisher_batch_size`` examples (8 by default there).
+
 ``mode="separate"`` keeps one ``(F_k, theta*_k)`` pair per past experience.
 ``mode="online"`` is online EWC from Schwarz, Luketina, Czarnecki,
 Grabska-Barwinska, Teh, Pascanu & Hadsell (2018), "Progress & Compress: A
@@ -97,7 +101,8 @@ class EWC(Strategy):
         """Estimate this experience's Fisher and anchor the current weights."""
         exp = ctx.experience
         n = self.config.fisher_max_samples or exp.n_train
-        fisher = empirical_fisher(
+        fisher_of = batch_fisher if exp.y_train.ndim == 2 else empirical_fisher
+        fisher = fisher_of(
             ctx.model,
             exp.x_train[:n],
             exp.y_train[:n],
@@ -159,6 +164,39 @@ class EWC(Strategy):
             raise ValueError("ewc: 'fisher' and 'anchor' lists differ in length")
         self.fishers = [{n: t.detach().clone() for n, t in f.items()} for f in state["fisher"]]
         self.anchors = [{n: t.detach().clone() for n, t in a.items()} for a in state["anchor"]]
+
+
+def batch_fisher(
+    model: nn.Module, x: Tensor, y: Tensor, *, task_id: int = 0, batch_size: int = 8
+) -> dict[str, Tensor]:
+    """The diagonal Fisher of a text stream from batch gradients, by parameter name.
+
+    ``F_i = mean_b (d L_b / d theta_i)^2`` over consecutive batches ``b`` of
+    ``batch_size`` examples, ``L_b`` the batch's mean causal-LM loss on response
+    tokens. A per-sample Fisher would need one gradient of every parameter per
+    example (a vmap over a 100M-parameter model); squaring batch gradients is what
+    EWC implementations for large models do instead, and it is smaller than the
+    per-sample Fisher by about the batch size where gradients are uncorrelated.
+    The model runs in eval mode; its ``.grad`` fields are not touched.
+    """
+    from lifelong.platform.task_loss import lm_cross_entropy
+
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    batches = range(0, len(y), batch_size)
+    try:
+        for start in batches:
+            chunk = slice(start, start + batch_size)
+            loss = lm_cross_entropy(model(x[chunk], task_id=task_id), y[chunk])
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            used = [(f, g) for f, g in zip(fisher.values(), grads, strict=True) if g is not None]
+            torch._foreach_add_([f for f, _ in used], [g.square() for _, g in used])
+    finally:
+        for m, training in modes:
+            m.training = training
+    return {n: f / max(len(batches), 1) for n, f in fisher.items()}
 
 
 def empirical_fisher(

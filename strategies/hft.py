@@ -36,6 +36,29 @@ layers, 1 of 3 in the other half.
     interface to new inputs and new classes.
   - any other unit of the body: ``floor(fraction * n)`` of them, at random.
 
+* LLaMA-style language models (``smollm2_135m``, ``hf_causal_lm``; detected by
+  parameters named ``layers.<i>.self_attn.{q,k,v,o}_proj``), the model the paper
+  is written for (its Figure 2: "we selectively freeze half of the parameters at
+  the category-level", drawn on LLaMA 2's block):
+
+  - attention: in every layer 2 of the 4 projections q, k, v, o are frozen;
+  - feed-forward: of the 3 matrices gate, up, down, 2 are frozen in a random half
+    of the layers and 1 in the other half (floor(1.5 n) over n layers);
+  - norms: half of them, 1 of input_layernorm, post_attention_layernorm per layer
+    (the final norm stays trainable, as above);
+  - embedding and LM head: one category. Untied (LLaMA 2), they are 2 units and
+    one of them, drawn at random, is frozen, as in any category. Tied (SmolLM2:
+    the LM head *is* the embedding matrix) they are one unit, and
+    floor(0.5 * 1) = 0: it trains. That is the category rule applied as is; the
+    alternative, freezing the one shared matrix in a random half of the stages,
+    would freeze the model's whole input and output interface at once.
+
+  The selection is redrawn at the start of every stage (experience). On a
+  pre-trained language model HFT applies from the first stage on:
+  ``first_experience_full`` is false unless the experiment sets it. (These rules
+  are the ones the paper states for LLaMA; its section text was not available
+  offline to quote here.)
+
 * Other bodies (MLP, CNN): the layers with parameters form one group and
   ``floor(fraction * n_layers)`` of them (weight and bias together) are frozen,
   e.g. one of the two Linear layers of ``hidden=[256, 256]``; a one-layer body
@@ -67,6 +90,8 @@ from .base import Context, Strategy, StrategyConfig
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.(attn|ff)\.\w+$")
 _BLOCK_NORM = re.compile(r"(?:^|\.)blocks\.(\d+)\.norm\w*$")
 _ATTN_QKVO = re.compile(r"(?:^|\.)blocks\.\d+\.attn\.[qkvo]$")
+_LLAMA = re.compile(r"(?:^|\.)layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj$")
+_LLAMA_NORM = re.compile(r"(?:^|\.)layers\.(\d+)\.\w*layernorm$")
 
 
 class HFTConfig(StrategyConfig):
@@ -175,6 +200,8 @@ def _units(model: nn.Module) -> dict[str, list[str]]:
 
 def _categories(model: nn.Module) -> dict[str, dict[str, list[str]]]:
     """Return ``{category: {group: [unit, ...]}}`` of the units HFT may freeze."""
+    if any(_LLAMA.search(u) for u in _units(model)):
+        return _llama_categories(list(_units(model)))
     units = [u for u in _units(model) if not u.startswith("head.")]
     categories: dict[str, dict[str, list[str]]] = {}
 
@@ -197,6 +224,25 @@ def _categories(model: nn.Module) -> dict[str, dict[str, list[str]]]:
             continue  # patch and positional embeddings: always trainable
         else:
             add("other", "all", unit)
+    return categories
+
+
+def _llama_categories(units: list[str]) -> dict[str, dict[str, list[str]]]:
+    """The categories of a LLaMA-style language model (module docstring)."""
+    categories: dict[str, dict[str, list[str]]] = {}
+    for unit in units:
+        leaf = unit.rpartition(".")[2]
+        if m := _LLAMA.search(unit):
+            category, group = ("attn" if m.group(2) == "self_attn" else "ff"), m.group(1)
+        elif m := _LLAMA_NORM.search(unit):
+            category, group = "norm", m.group(1)
+        elif leaf == "norm":
+            category, group = "norm", "final"
+        elif leaf in ("embed_tokens", "lm_head"):
+            category, group = "embedding", "all"
+        else:
+            category, group = "other", "all"
+        categories.setdefault(category, {}).setdefault(group, []).append(unit)
     return categories
 
 

@@ -77,6 +77,9 @@ class LwF(Strategy):
 
     Config = LwFConfig
     config: LwFConfig
+    language_models = (
+        "it distils the logits of the classes seen so far; a text stream has no classes"
+    )
 
     def __init__(self, config: LwFConfig | None = None) -> None:
         super().__init__(config)

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from lifelong.platform._registry import Registry
 from lifelong.platform.transformer import transformer
 
+from .language import LANGUAGE_NAMES, build_language_model
+
 DEFAULT_HIDDEN = [256, 256]
 """``model.hidden`` when not given."""
 
@@ -34,7 +36,8 @@ class ModelConfig(BaseModel):
 
     Attributes:
         name: registry ID: a built-in (``mlp``, ``cnn``, ``transformer``), a plugin
-            model, or a backbone source (``timm``, ``torchvision``, ``efficientnet_lite0``).
+            model, a backbone source (``timm``, ``torchvision``, ``efficientnet_lite0``)
+            or a pre-trained causal language model (``hf_causal_lm``, ``smollm2_135m``).
         hidden: hidden layer widths (MLP) or channel counts (CNN); built-ins only.
         multi_head: mask the head per task (default: on for task-incremental streams).
         arch: the ``timm`` or ``torchvision`` architecture, e.g. ``resnet18``.
@@ -46,6 +49,8 @@ class ModelConfig(BaseModel):
             ``body.net.blocks.0.*``).
         input_size: the side images are resized to (default: the weights' own, e.g. 224).
         mean, std: per-channel normalisation (default: what the weights were trained with).
+        path: ``hf_causal_lm`` only: the local Hugging Face model directory (its
+            ``config.json``, weights and tokenizer).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +64,7 @@ class ModelConfig(BaseModel):
     input_size: int | None = Field(None, ge=8)
     mean: list[float] | None = Field(None, min_length=3, max_length=3)
     std: list[float] | None = Field(None, min_length=3, max_length=3)
+    path: str | None = Field(None, min_length=1)
 
     def model_post_init(self, _: object) -> None:
         """Reject non-positive widths and fields that do not apply to ``name``."""
@@ -66,6 +72,11 @@ class ModelConfig(BaseModel):
             raise ValueError(f"hidden widths must be positive, got {self.hidden}")
         if self.std is not None and any(v <= 0 for v in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
+        if self.language:
+            self._check_language()
+            return
+        if self.path is not None:
+            raise ValueError(f"path: only for model 'hf_causal_lm', not {self.name!r}")
         if self.pretrained:
             if self.hidden != DEFAULT_HIDDEN:  # (a dumped config carries the default)
                 raise ValueError(f"model {self.name!r} takes no `hidden` (its body is given)")
@@ -83,6 +94,26 @@ class ModelConfig(BaseModel):
                 f"not {self.name!r}"
             )
 
+    def _check_language(self) -> None:
+        """A language model takes ``path`` (``hf_causal_lm``) and ``freeze`` patterns only."""
+        image = ("arch", "weights", "input_size", "mean", "std")
+        given = [f for f in image if getattr(self, f) is not None]
+        if self.hidden != DEFAULT_HIDDEN:
+            given.insert(0, "hidden")
+        if self.multi_head:
+            given.append("multi_head")
+        if given:
+            raise ValueError(f"{', '.join(given)}: not for the language model {self.name!r}")
+        if self.freeze == "backbone":
+            raise ValueError(
+                f"freeze: 'backbone' would freeze all of {self.name!r} but its LM head; "
+                "give name patterns (e.g. ['body.layers.0.*'])"
+            )
+        if self.name == "hf_causal_lm" and self.path is None:
+            raise ValueError("model 'hf_causal_lm' needs `path`, a local model directory")
+        if self.name != "hf_causal_lm" and self.path is not None:
+            raise ValueError(f"path: model {self.name!r} is packaged; it takes no path")
+
     @model_serializer(mode="wrap")
     def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Leave out the fields that do not apply, so params and dumps name only real settings.
@@ -92,6 +123,12 @@ class ModelConfig(BaseModel):
         keep the same params, and ``lifelong compare`` groups them as before.
         """
         data = handler(self)
+        if self.language:  # name, path (hf_causal_lm) and freeze are its only settings
+            data = {k: v for k, v in data.items() if k in ("name", "path", "freeze")}
+            if data.get("path") is None:
+                data.pop("path", None)
+            return data
+        data.pop("path", None)
         if self.pretrained:
             data.pop("hidden", None)
             return data
@@ -106,6 +143,11 @@ class ModelConfig(BaseModel):
     def pretrained(self) -> bool:
         """Whether the body is a backbone source (``timm``, ``torchvision``, ...)."""
         return self.name in PRETRAINED_NAMES
+
+    @property
+    def language(self) -> bool:
+        """Whether the model is a pre-trained causal language model (``hf_causal_lm``...)."""
+        return self.name in LANGUAGE_NAMES
 
     @property
     def fixed_backbone(self) -> bool:
@@ -235,6 +277,8 @@ MODELS: Registry = Registry("model")
 MODELS.register("mlp", mlp)
 MODELS.register("cnn", cnn)
 MODELS.register("transformer", transformer)
+for _name in LANGUAGE_NAMES:  # built in build_model (they bring their own head)
+    MODELS.register(_name, build_language_model)
 
 
 def build_model(
@@ -256,6 +300,12 @@ def build_model(
     if encoded:
         (width,) = tuple(input_shape)
         return ContinualModel(nn.Identity(), width, n_classes, task_classes)
+    if config.language:
+        from .freeze import apply_freeze
+
+        language_model = build_language_model(config.name, config.path)
+        apply_freeze(language_model, config.freeze)
+        return language_model  # type: ignore[return-value]  (features/classify, as ContinualModel)
     builder = MODELS.get(config.name)
     if config.pretrained:
         # Building the backbone leaves the global RNG where it was, so the fresh head
