@@ -23,6 +23,11 @@ cost) go between ``<!-- tuned:start -->`` and ``<!-- tuned:end -->``.
 its ImageNet weights: frozen, fine-tuned, and Smith et al.'s recipe), tuned the
 same way; its tables go between ``<!-- pretrained:start -->`` and
 ``<!-- pretrained:end -->``.
+
+``--llm`` runs ``examples/llm/hft_smollm2.yaml`` (HFT, full fine-tuning, L2 and
+EWC on SmolLM2-135M-Instruct over four text tasks; docs/language-models.md);
+its table, with the general-text retention, goes between ``<!-- llm:start -->``
+and ``<!-- llm:end -->``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,17 @@ PRETRAINED = [
     ROOT / "examples" / "pretrained" / f"{n}.yaml"
     for n in ("frozen_lite0", "finetune_lite0", "smith_lite0")
 ]
-METRICS = ("acc/avg", "forgetting/avg", "bwt", "plasticity/avg", "plasticity/fresh_avg")
+LLM = [ROOT / "examples" / "llm" / "hft_smollm2.yaml"]
+METRICS = (
+    "acc/avg",
+    "forgetting/avg",
+    "bwt",
+    "plasticity/avg",
+    "plasticity/fresh_avg",
+    "retention/base_ppl",
+    "retention/ppl",
+    "retention/token_acc",
+)
 
 
 def run_all(uri: str, files: list[Path]) -> None:
@@ -166,13 +181,15 @@ def tuned_table(client: MlflowClient, name: str, order: list[str]) -> tuple[str,
     return head, rows
 
 
-def write_tables(uri: str, out: Path, *, tuned: bool = False, pretrained: bool = False) -> str:
+def write_tables(
+    uri: str, out: Path, *, tuned: bool = False, pretrained: bool = False, llm: bool = False
+) -> str:
     """Render one table per comparison experiment (markdown)."""
     from lifelong.platform.spec import load_experiment
 
     client = MlflowClient(uri)
     parts = []
-    for f in PRETRAINED if pretrained else TUNED if tuned else FILES:
+    for f in _files(tuned=tuned, pretrained=pretrained, llm=llm):
         exp = load_experiment(f)
         table = tuned_table if tuned or pretrained else sweep_table
         head, rows = table(client, exp.name, exp.labels())
@@ -180,12 +197,16 @@ def write_tables(uri: str, out: Path, *, tuned: bool = False, pretrained: bool =
             f"### {exp.name}\n\n`{f.relative_to(ROOT)}`: {head}\n\n" + "\n".join(rows) + "\n"
         )
     text = "\n".join(parts)
-    marker = "pretrained" if pretrained else "tuned" if tuned else "tables"
+    marker = "llm" if llm else "pretrained" if pretrained else "tuned" if tuned else "tables"
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     doc = out.read_text() if out.exists() else f"{start}\n{end}\n"
     head, rest = doc.split(start, 1)
     out.write_text(f"{head}{start}\n\n{text}\n{end}{rest.split(end, 1)[1]}")
     return text
+
+
+def _files(*, tuned: bool, pretrained: bool, llm: bool) -> list[Path]:
+    return LLM if llm else PRETRAINED if pretrained else TUNED if tuned else FILES
 
 
 def main() -> None:
@@ -196,11 +217,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     ap.add_argument("--tuned", action="store_true", help="the tuned comparison instead")
     ap.add_argument("--pretrained", action="store_true", help="the pre-trained backbone sweeps")
+    ap.add_argument("--llm", action="store_true", help="the language-model sweep (SmolLM2)")
     args = ap.parse_args()
+    kinds = {"tuned": args.tuned, "pretrained": args.pretrained, "llm": args.llm}
     if not args.only_table:
-        files = PRETRAINED if args.pretrained else TUNED if args.tuned else FILES
-        run_all(args.tracking_uri, files)
-    print(write_tables(args.tracking_uri, args.out, tuned=args.tuned, pretrained=args.pretrained))
+        run_all(args.tracking_uri, _files(**kinds))
+    print(write_tables(args.tracking_uri, args.out, **kinds))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def scenario_key(scenario: dict[str, Any]) -> str:
 
 def resolved_sections(experiment: Experiment) -> dict[str, dict[str, Any]]:
     """The experiment's sections as data, with each searched field shown as its space."""
-    out = {s: getattr(experiment.spec, s).model_dump(mode="json") for s in _SECTIONS}
+    out = {s: _dump(getattr(experiment.spec, s)) for s in _SECTIONS}
     for key, space in experiment.spaces.items():
         path = tuple(key.split("."))
         out[path[0]] = set_path(out[path[0]], path[1:], space.to_json())

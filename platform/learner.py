@@ -40,8 +40,6 @@ from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.task_loss import (
     IGNORE,
     bce_seen,
-    exact_match,
-    lm_cross_entropy,
     seen_mask,
 )
 from lifelong.platform.training import TrainingConfig
@@ -305,14 +303,21 @@ class Learner:
         self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor | None
     ) -> dict[str, Tensor]:
         features = self.model.features(x)
-        logits = self.model.classify(features, task_id)
-        if self._loss_columns is not None:
+        if self.text:
+            # The LM head runs at the scored (response) positions only: the same loss,
+            # without the head's matmul over the vocabulary at every prompt and
+            # padding position (a fifth of SmolLM2's compute per position). The
+            # boolean index costs one host sync per step, small beside an LM step.
+            scored = y != IGNORE
+            logits = self.model.classify(features[scored], task_id)
+            loss = F.cross_entropy(logits, y[scored])
+            terms = {"ce": loss.detach()}
+        elif self._loss_columns is not None:
+            logits = self.model.classify(features, task_id)
             loss = bce_seen(logits, y, self._loss_columns)
             terms = {"bce": loss.detach()}
-        elif self.text:
-            loss = lm_cross_entropy(logits, y)
-            terms = {"ce": loss.detach()}
         else:
+            logits = self.model.classify(features, task_id)
             loss = F.cross_entropy(logits, y)
             terms = {"ce": loss.detach()}
         if self._loss_hooks:
@@ -467,14 +472,14 @@ class Learner:
                 x_test, y_test = eval_tensors(exp)  # a streamed experience's stay on the host
                 for start in range(0, exp.n_test, bs):
                     x = x_test[start : start + bs].to(self.device, non_blocking=True)
+                    y = y_test[start : start + bs].to(self.device, non_blocking=True)
+                    if self.text:  # exact match: every response token argmax-correct
+                        correct += self._exact_matches(x, y, exp.task_id)
+                        continue
                     logits = self.model(x, exp.task_id)
                     if self._seen is not None:  # bce_seen: predict among the seen classes
                         logits = logits.masked_fill(~self._seen, float("-inf"))
-                    y = y_test[start : start + bs].to(self.device, non_blocking=True)
-                    if self.text:  # exact match: every response token argmax-correct
-                        correct += exact_match(logits, y).sum()
-                    else:
-                        correct += (logits.argmax(1) == y).sum()
+                    correct += (logits.argmax(1) == y).sum()
                 accs.append(correct.double() / exp.n_test)
                 if saved:
                     torch._foreach_copy_(list(self.model.parameters()), saved)
@@ -483,6 +488,15 @@ class Learner:
         if accs:
             row[columns] = torch.stack(accs).cpu().numpy()
         return row
+
+    def _exact_matches(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+        """How many rows of a text batch are exact matches (the LM head at scored positions)."""
+        scored = y != IGNORE
+        h = self.model.features(x)[scored]
+        wrong = self.model.classify(h, task_id).argmax(-1) != y[scored]
+        rows = scored.nonzero()[:, 0]
+        misses = torch.zeros(y.shape[0], device=y.device).index_add_(0, rows, wrong.float())
+        return (misses == 0).sum()
 
     def evaluate_untrained(self) -> np.ndarray:
         """Evaluate the model before any training (the FWT baseline row).

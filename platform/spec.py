@@ -395,6 +395,10 @@ def _language_problems(
     if spec.training.task_loss != "cross_entropy":
         msg = "a text stream's loss is the causal-LM cross-entropy; use cross_entropy"
         problems.append((("training", "task_loss"), msg))
+    avalanche = sorted({s.name for g in groups for s in g if s.name.startswith("avalanche.")})
+    if avalanche:
+        msg = f"{', '.join(avalanche)} run Avalanche's classification loop, not a language model's"
+        problems.append((("strategies",), msg))
     refused = {s.name for g in groups for s in g if _refuses_text(s.name)}
     for name in sorted(refused):
         reason = STRATEGIES.get(name).language_models
@@ -504,6 +508,11 @@ def parse_experiment(
     ]
     if spec is not None and not problems:
         problems += _candidate_problems(found)
+    if spec is not None and spec.scenario.source == "text_tasks":
+        for where_, _ in found.located:
+            if where_[:1] == ("model",):  # the stream is tokenized once, by that model's tokenizer
+                msg = "a text stream is tokenized by the model's tokenizer: search no model field"
+                problems.append((where_, msg))
     if spec is not None and spec.tune is not None and spec.tune.search == "optuna":
         for where_, space in found.located:
             if space.kind == "grid":

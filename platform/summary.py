@@ -55,13 +55,18 @@ SUMMARY_METRICS: tuple[str, ...] = ("acc/avg", "forgetting/avg", "bwt", "fwt", "
 ``plasticity/fresh_avg`` is added where trials measured it (``plasticity_baseline``).
 """
 
-OPTIONAL_METRICS: tuple[str, ...] = ("plasticity/fresh_avg",)
+OPTIONAL_METRICS: tuple[str, ...] = ("plasticity/fresh_avg", "retention/ppl")
 """Shown as a column when at least one strategy's trials measured it."""
 
 ALPHA = 0.05
 """Default significance level of the tests against the best strategy."""
 
-LOWER_IS_BETTER_PREFIXES: tuple[str, ...] = ("forgetting", "loss")
+LOWER_IS_BETTER_PREFIXES: tuple[str, ...] = (
+    "forgetting",
+    "loss",
+    "retention/ppl",
+    "retention/base_ppl",
+)
 """Metrics whose names start with one of these rank ascending; all others descending."""
 
 PAIRED = "paired t-test (scipy.stats.ttest_rel) over shared seeds"

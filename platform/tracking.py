@@ -122,7 +122,7 @@ class SweepTracker:
         tags = {
             "sweep": self.sweep_id,
             "lifelong.role": "sweep",
-            "scenario": spec.scenario.source + "/" + spec.scenario.protocol,
+            "scenario": _scenario_tag(spec.scenario.model_dump(mode="json")),
         }
         if self.phase:
             tags["lifelong.phase"] = self.phase
@@ -221,15 +221,12 @@ class SweepTracker:
             return outcome
         assert self.parent_run_id is not None and self.experiment_id is not None
         scenario = trial.scenario or self.experiment.spec.scenario.model_dump(mode="json")
-        # A source that brings its own experiences (avalanche, text_tasks) may leave
-        # the protocol out: the tag then names the source alone.
-        protocol = scenario.get("protocol")
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
             "sweep": self.sweep_id,
             "strategy": trial.label,
             "seed": str(trial.seed),
-            "scenario": f"{scenario['source']}/{protocol}" if protocol else scenario["source"],
+            "scenario": _scenario_tag(scenario),
             "lifelong.role": "trial",
             "lifelong.strategy_base": trial.base_label or trial.label,
         }
@@ -390,3 +387,16 @@ class SweepTracker:
 
     def _log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
+
+
+def _scenario_tag(scenario: dict[str, Any]) -> str:
+    """The ``scenario`` tag: ``source/protocol``, or the source alone for a text stream.
+
+    A source that brings its own experiences (avalanche, text_tasks) may leave the
+    protocol out of a trial's section; a text stream has no classes to cut, so its
+    protocol would say nothing.
+    """
+    protocol = scenario.get("protocol")
+    if scenario.get("source") == "text_tasks" or not protocol:
+        return str(scenario["source"])
+    return f"{scenario['source']}/{protocol}"

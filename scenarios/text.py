@@ -70,6 +70,11 @@ class TextTasksSource(Source):
         max_length: int = Field(
             96, ge=4, le=8192, description="Longest example, in tokens (longer is an error)."
         )
+        system: str | None = Field(
+            None,
+            description="The system turn given to the chat template: null keeps the template's "
+            'own default (SmolLM2\'s names the assistant), "" an empty one (shorter rows).',
+        )
         general_length: int = Field(
             128, ge=8, le=8192, description="Tokens kept of each general-text passage."
         )
@@ -99,6 +104,12 @@ class TextTasksSource(Source):
             if task not in TASKS and not Path(task).expanduser().is_file():
                 raise ScenarioError(f"options.tasks.{i}", f"no file {task!r}")
         n = len(self.config.tasks)
+        if "protocol" in scenario.model_fields_set and scenario.protocol != "task_incremental":
+            raise ScenarioError(
+                "protocol",
+                f"a text stream is task_incremental (one instruction task per experience), "
+                f"not {scenario.protocol} (leave protocol out)",
+            )
         if "n_experiences" in scenario.model_fields_set and scenario.n_experiences != n:
             raise ScenarioError(
                 "n_experiences",
@@ -119,8 +130,8 @@ class TextTasksSource(Source):
         rows: list[tuple[list[list[int]], list[int], list[list[int]], list[int]]] = []
         for i, task in enumerate(self.config.tasks):
             train, test = self._examples(task, scenario.seed, i)
-            a, b = _encode_all(tokenizer, train, task, self.config.max_length)
-            c, d = _encode_all(tokenizer, test, task, self.config.max_length)
+            a, b = _encode_all(tokenizer, train, task, self.config)
+            c, d = _encode_all(tokenizer, test, task, self.config)
             rows.append((a, b, c, d))
         length = max(len(ids) for r in rows for ids in (*r[0], *r[2]))
         pad = int(tokenizer.pad_token_id)
@@ -171,28 +182,42 @@ class TextTasksSource(Source):
         return shuffled[:cut][:n_train], shuffled[cut:][:n_test]
 
 
-def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The token ids of ``prompt`` as the model's user turn, ending where its answer starts."""
+def prompt_ids(tokenizer: Any, prompt: str, system: str | None = None) -> list[int]:
+    """The token ids of ``prompt`` as the model's user turn, ending where its answer starts.
+
+    ``system``: a system turn before it (None: the chat template's default, if any).
+    """
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        try:
+            text = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as e:  # jinja2's TemplateError: e.g. a template without a system role
+            field = "options.system" if system is not None else "options.tasks"
+            raise ScenarioError(field, f"the model's chat template refused it: {e}") from None
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(prompt + "\n")["input_ids"])
 
 
-def encode(tokenizer: Any, prompt: str, response: str) -> tuple[list[int], int]:
+def encode(
+    tokenizer: Any, prompt: str, response: str, system: str | None = None
+) -> tuple[list[int], int]:
     """One example's token ids (prompt, response, end of sequence) and where the response starts."""
-    head = prompt_ids(tokenizer, prompt)
+    head = prompt_ids(tokenizer, prompt, system)
     tail = list(tokenizer(response, add_special_tokens=False)["input_ids"])
     return head + tail + [int(tokenizer.eos_token_id)], len(head)
 
 
 def _encode_all(
-    tokenizer: Any, examples: list[Example], task: str, max_length: int
+    tokenizer: Any, examples: list[Example], task: str, config: TextTasksSource.Config
 ) -> tuple[list[list[int]], list[int]]:
     ids, starts = [], []
+    max_length = config.max_length
     for k, (prompt, response) in enumerate(examples):
-        row, start = encode(tokenizer, prompt, response)
+        row, start = encode(tokenizer, prompt, response, config.system)
         if len(row) > max_length:
             raise ScenarioError(
                 "options.max_length",

@@ -458,13 +458,22 @@ def general_text() -> list[str]:
         The passages, Zen first.
 
     Raises:
-        FileNotFoundError: neither source was found in this Python installation.
+        FileNotFoundError: either source is missing from this Python installation
+            (a set made of one of them would give retention numbers that cannot be
+            compared with those of the whole set).
     """
-    passages = _zen_passages() + _history_paragraphs()
-    if not passages:
+    zen, history = _zen_passages(), _history_paragraphs()
+    missing = [
+        what
+        for what, found in (
+            ("the source of the stdlib module 'this'", zen),
+            ("the 'A. HISTORY OF THE SOFTWARE' section of LICENSE.txt", history),
+        )
+        if not found
+    ]
+    if missing:
         raise FileNotFoundError(
-            "general_text: found neither the source of the stdlib module 'this' nor the "
-            f"'A. HISTORY OF THE SOFTWARE' section of LICENSE.txt under {sys.base_prefix!r} "
+            f"general_text: found not {' nor '.join(missing)} under {sys.base_prefix!r} "
             f"or {sysconfig.get_path('stdlib')!r}"
         )
-    return passages
+    return zen + history

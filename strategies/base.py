@@ -88,6 +88,10 @@ class Batch:
         x: inputs, ``y``: labels, ``task_id``: the experience's task id.
         features: penultimate-layer features ``h(x)``.
         logits: classifier outputs (masked to the task's classes in multi-head models).
+            On a text stream (a language model): ``x`` are token ids ``(N, L)``, ``y``
+            next-token labels ``(N, L)`` with ``-100`` where nothing is scored,
+            ``features`` the hidden states ``(N, L, H)`` and ``logits`` the next-token
+            logits of the scored positions only, ``(n_scored, V)``.
         index: positions of the batch's samples in the experience's training set
             (``x == ctx.experience.x_train[index]``), or None when the caller does
             not batch from an experience; lets a strategy look up per-sample values

@@ -69,7 +69,11 @@ class EWCConfig(StrategyConfig):
         1.0, ge=0, le=1, description="Online mode: decay of the old Fisher, F <- gamma*F + F_new."
     )
     fisher_batch_size: int = Field(
-        256, ge=1, description="Samples per vmap chunk when computing the Fisher (memory bound)."
+        256,
+        ge=1,
+        description="Samples per vmap chunk when computing the Fisher (memory bound); on a "
+        "text stream the batch each squared gradient is taken over (it scales the Fisher "
+        "by about 1/batch, so it changes what a lambda does; 8 there by default).",
     )
     scope: Scope = Field(
         "all",

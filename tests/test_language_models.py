@@ -87,12 +87,39 @@ def test_language_model_and_text_stream_go_together(tiny: Path, tmp_path: Path) 
     out = problems(spec_text(tiny, strategies="[naive, center_loss, lwf]"))
     assert "'center_loss' does not apply to a language model: its class centres" in out
     assert "'lwf' does not apply to a language model" in out
+    out = problems(spec_text(tiny, strategies="[naive, {avalanche.EWC: {ewc_lambda: 1.0}}]"))
+    assert "avalanche.EWC run Avalanche's classification loop" in out
     assert "use cross_entropy" in problems(
         text.replace("eval_batch_size: 8}", "eval_batch_size: 8, task_loss: bce_seen}")
     )
     assert "is not a model directory" in problems(text.replace(str(tiny), str(tmp_path)))
     assert "unknown task 'nope'" in problems(spec_text(tiny, tasks="[arithmetic, nope]"))
     assert "no file" in problems(spec_text(tiny, tasks=f"[{tmp_path / 'missing.jsonl'}]"))
+
+
+def test_unsupported_or_searched_models_are_refused_when_read(tiny: Path, tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=64)).save_pretrained(gpt2)
+    out = problems(spec_text(tiny).replace(str(tiny), str(gpt2)))
+    assert "model.path" in out and "not GPT-2's" in out
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text((tiny / "config.json").read_text())
+    assert "has no weights" in problems(spec_text(tiny).replace(str(tiny), str(tmp_path / "empty")))
+    searched = spec_text(tiny).replace(f"path: {tiny}}}", f"path: {{grid: [{tiny}, {gpt2}]}}}}")
+    assert "search no model field" in problems(searched)
+    explicit = spec_text(tiny).replace(
+        "source: text_tasks", "source: text_tasks\n  protocol: class_incremental"
+    )
+    assert "a text stream is task_incremental" in problems(explicit)
+
+
+def test_perplexity_ranks_lower_first() -> None:
+    from lifelong.platform.summary import lower_is_better
+
+    assert lower_is_better("retention/ppl") and lower_is_better("retention/base_ppl")
+    assert not lower_is_better("retention/token_acc")
 
 
 def test_refused_strategy_exits_2_before_anything_starts(tiny: Path, in_tmp: Path) -> None:
@@ -149,6 +176,8 @@ def test_text_stream_scores_response_tokens_only(tiny: Path) -> None:
         assert int(response) == int(a) + int(b)
         pos = scored.nonzero().flatten()
         assert torch.equal(labels[pos], ids[pos + 1])
+    short = parse_experiment(spec_text(tiny).replace("n_test: 8}", "n_test: 8, system: ''}"))
+    assert torch.equal(build_checked_stream(short)[0].x_train, e.x_train)  # no chat template
     again = build_checked_stream(exp)
     assert torch.equal(again[1].x_test, stream[1].x_test)
     assert stream.info["general"]["x"].shape[0] >= 5
@@ -210,6 +239,11 @@ def test_strategies_train_a_language_model_and_resume_exactly(tiny: Path, name: 
     whole = learner()
     R = whole.fit()
     assert np.isfinite(R).all() and ((R >= 0) & (R <= 1)).all()
+    with torch.no_grad():  # the learner's exact match (LM head at scored positions only)
+        full = [  # equals the full logits' exact match
+            float(exact_match(whole.model(e.x_test), e.y_test).double().mean()) for e in stream
+        ]
+    np.testing.assert_allclose(whole.evaluate(), full)
     assert set(whole.retention) == {"ppl", "token_acc"} and whole.retention["ppl"] > 1
     assert whole.retention_base["ppl"] != whole.retention["ppl"]  # training moved it
     first = learner()

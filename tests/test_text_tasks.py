@@ -279,5 +279,11 @@ def test_general_text(capsys: pytest.CaptureFixture[str]) -> None:
 def test_general_text_missing_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(text_tasks, "_zen_passages", list)
     monkeypatch.setattr(text_tasks, "_history_paragraphs", list)
-    with pytest.raises(FileNotFoundError, match="neither"):
+    with pytest.raises(FileNotFoundError, match="'this' nor the 'A. HISTORY"):
+        general_text()
+
+
+def test_general_text_needs_both_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(text_tasks, "_history_paragraphs", list)
+    with pytest.raises(FileNotFoundError, match="found not the 'A. HISTORY"):
         general_text()

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 from torch import Tensor, nn
 
 from lifelong.platform._registry import Registry
@@ -65,6 +73,15 @@ class ModelConfig(BaseModel):
     mean: list[float] | None = Field(None, min_length=3, max_length=3)
     std: list[float] | None = Field(None, min_length=3, max_length=3)
     path: str | None = Field(None, min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        """Make a relative ``path`` (the working directory's) absolute when read.
+
+        A Ray worker runs in another directory; it must load the same folder.
+        """
+        return None if path is None else str(Path(path).expanduser().absolute())
 
     def model_post_init(self, _: object) -> None:
         """Reject non-positive widths and fields that do not apply to ``name``."""

