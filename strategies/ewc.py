@@ -71,9 +71,8 @@ class EWCConfig(StrategyConfig):
     fisher_batch_size: int = Field(
         256,
         ge=1,
-        description="Samples per vmap chunk when computing the Fisher (memory bound); on a "
-        "text stream the batch each squared gradient is taken over (it scales the Fisher "
-        "by about 1/batch, so it changes what a lambda does; 8 there by default).",
+        description="Samples per Fisher chunk (memory bound); on text, each squared "
+        "gradient's batch (8 there).",
     )
     scope: Scope = Field(
         "all",
