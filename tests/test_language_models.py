@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from test_sweep_e2e import children
 from tiny_lm import make_tiny_lm
 from typer.testing import CliRunner
 
@@ -336,12 +337,7 @@ def test_sweep_on_a_language_model_logs_scores_and_retention(
     result = CliRunner().invoke(app, ["run", str(in_tmp / "lm.yaml")])
     assert result.exit_code == 0, result.output
     client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("lm")
-    kids = [
-        r
-        for r in client.search_runs([exp.experiment_id])
-        if r.data.tags.get("lifelong.role") == "trial"
-    ]
+    _, kids = children(client, "lm")
     assert sorted(k.data.params["strategy"] for k in kids) == ["hft", "naive"]
     for kid in kids:
         assert kid.info.status == "FINISHED"
