@@ -40,6 +40,7 @@ from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.task_loss import (
     IGNORE,
     bce_seen,
+    exact_match,
     seen_mask,
 )
 from lifelong.platform.training import TrainingConfig
@@ -491,12 +492,8 @@ class Learner:
 
     def _exact_matches(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
         """How many rows of a text batch are exact matches (the LM head at scored positions)."""
-        scored = y != IGNORE
-        h = self.model.features(x)[scored]
-        wrong = self.model.classify(h, task_id).argmax(-1) != y[scored]
-        rows = scored.nonzero()[:, 0]
-        misses = torch.zeros(y.shape[0], device=y.device).index_add_(0, rows, wrong.float())
-        return (misses == 0).sum()
+        h = self.model.features(x)[y != IGNORE]
+        return exact_match(self.model.classify(h, task_id), y).sum()
 
     def evaluate_untrained(self) -> np.ndarray:
         """Evaluate the model before any training (the FWT baseline row).

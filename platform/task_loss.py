@@ -46,12 +46,16 @@ def lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE)
 
 
-def task_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    """The cross-entropy of a batch: per sample (labels ``(N,)``) or per position (``(N, L)``)."""
-    return lm_cross_entropy(logits, y) if y.ndim == 2 else F.cross_entropy(logits, y)
-
-
 def exact_match(logits: Tensor, labels: Tensor) -> Tensor:
-    """Per example, whether every scored position's label is the argmax of ``logits``."""
-    hit = (logits.argmax(-1) == labels) | (labels == IGNORE)
-    return hit.all(dim=1)
+    """Per example, whether every scored position's label is the argmax of ``logits``.
+
+    ``logits``: every position's, ``(N, L, V)``, or the scored positions' only,
+    ``(n_scored, V)`` in row-major order (what the learner computes).
+    """
+    scored = labels != IGNORE
+    if logits.ndim == labels.ndim + 1:
+        logits = logits[scored]
+    wrong = (logits.argmax(-1) != labels[scored]).float()
+    rows = scored.nonzero()[:, 0]
+    misses = torch.zeros(labels.shape[0], device=labels.device).index_add_(0, rows, wrong)
+    return misses == 0
