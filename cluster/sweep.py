@@ -27,11 +27,12 @@ from rich.console import Console
 from lifelong.platform.expand import trial_from_config
 from lifelong.platform.mlflow_io import safe_name
 from lifelong.platform.preflight import DEFAULT_STORAGE
-from lifelong.platform.spec import Experiment, TrialSpec
+from lifelong.platform.spec import Experiment, ExperimentSpec, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
 
 from .callbacks import ACTIVE, TrackingCallback
+from .data_parallel import RELAY_RESOURCES, max_concurrent
 from .progress import SweepProgress
 from .shared import SharedStream
 from .state import ENDED, INTERRUPTED, RUNNING, SweepState, state_file_of
@@ -217,7 +218,17 @@ def _trainable(experiment: Experiment, stream: Stream | dict[str, Stream]) -> An
         trainable = tune.with_parameters(train_trial, streams=shared)
     else:
         trainable = tune.with_parameters(train_trial, stream=SharedStream(stream))
+    if spec.resources.workers > 1:  # the Train workers hold the CPUs and GPUs
+        return tune.with_resources(trainable, RELAY_RESOURCES)
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _max_concurrent(spec: ExperimentSpec) -> int | None:
+    """``max_concurrent_trials``, capped for data-parallel trials by the cluster's size."""
+    if spec.resources.workers == 1:
+        return spec.max_concurrent_trials
+    cap = max_concurrent(spec, ray.cluster_resources())
+    return min(cap, spec.max_concurrent_trials or cap)
 
 
 @dataclass
@@ -326,6 +337,7 @@ def run_sweep(
             "model": spec.model.model_dump(mode="json"),
             "training": spec.training.model_dump(mode="json"),
             "threads": max(1, int(spec.resources.cpu)),
+            "resources": spec.resources.model_dump(mode="json"),
             "plugins": plugins if plugins is not None else plugin_imports(experiment, None),
         }
         if searched:
@@ -336,7 +348,7 @@ def run_sweep(
             _trainable(experiment, stream),
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=spec.max_concurrent_trials,
+                max_concurrent_trials=_max_concurrent(spec),
                 reuse_actors=True,
                 scheduler=tune_run.scheduler if tune_run else None,
                 search_alg=tune_run.search_alg if tune_run else None,

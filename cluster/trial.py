@@ -20,6 +20,7 @@ import ray
 import torch
 from ray import tune
 
+from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.expand import scenario_key, trial_from_config
 from lifelong.platform.learner import Learner, TrainingStopped
 from lifelong.platform.metrics import step_metrics
@@ -31,23 +32,29 @@ from lifelong.platform.tuning import METRICS
 from lifelong.scenarios.stream import Stream
 from lifelong.strategies import build_strategy
 
+from .data_parallel import CHECKPOINT_FILE, train_data_parallel, workers_of
 from .shared import SharedStream, unpack
 
-CHECKPOINT_FILE = "learner.pt"
 
+def build_learner(
+    config: dict[str, Any], stream: Stream, parallel: DataParallel | None = None
+) -> Learner:
+    """Build the learner a trial's ``config`` (Tune param space entry) describes.
 
-def build_learner(config: dict[str, Any], stream: Stream) -> Learner:
-    """Build the learner a trial's ``config`` (Tune param space entry) describes."""
+    ``parallel``: this worker's place when the learner trains over several
+    workers (``resources.workers``, :mod:`lifelong.cluster.data_parallel`).
+    """
     trial = trial_from_config(config)
     model = ModelConfig.model_validate(trial.model or config["model"])
     training = TrainingConfig.model_validate(trial.training or config["training"])
     if any(s.name.startswith("avalanche.") for s in trial.strategies):
+        assert parallel is None, "Avalanche strategies train on one worker (spec.py refuses)"
         from lifelong.platform.avalanche_learner import build_avalanche_learner
 
         pairs = [(s.name, dict(s.params)) for s in trial.strategies]
         return build_avalanche_learner(stream, model, pairs, training, trial.seed)
     strategies = [build_strategy(s.name, s.params) for s in trial.strategies]
-    return Learner(stream, model, strategies, training, trial.seed)
+    return Learner(stream, model, strategies, training, trial.seed, parallel)
 
 
 def _plasticity(learner: Learner, i: int) -> dict[str, float]:
@@ -165,9 +172,16 @@ def train_trial(
     if streams is not None:
         stream = streams[scenario_key(config["trial"]["scenario"])]
     assert stream is not None, "train_trial needs a stream"
+    checkpoint = tune.get_checkpoint()
+    if workers_of(config) > 1:  # one learner over several Ray Train workers
+        state = None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                state = (Path(d) / CHECKPOINT_FILE).read_bytes()
+        train_data_parallel(config, stream, state)
+        return
     stream = unpack(stream)
     learner = build_learner(config, stream)
-    checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.fabric_import import Fabric
 from lifelong.platform.loader import (
     ExperienceLoader,
@@ -35,6 +36,7 @@ from lifelong.platform.loader import (
     place_experiences,
 )
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model
+from lifelong.platform.models.core import frozen_modules
 from lifelong.platform.models.feature_cache import is_encoded
 from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.task_loss import (
@@ -67,6 +69,25 @@ def _overrides(strategy: Strategy, hook: str) -> bool:
 def _fabric(accelerator: str, precision: str) -> Fabric:
     """One Fabric per process and setting: its constructor scans all entry points (~10 ms)."""
     return Fabric(accelerator=accelerator, devices=1, precision=precision)
+
+
+def _check_data_parallel(
+    model: ContinualModel, config: ModelConfig, parallel: DataParallel
+) -> None:
+    """Refuse a model whose training depends on the batch as a whole (BatchNorm)."""
+    frozen = {id(m) for m in frozen_modules(model)}
+    norms = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in frozen
+    ]
+    if norms:
+        raise ValueError(
+            f"model {config.name!r} has BatchNorm layers that train ({norms[0]}, ...): "
+            f"their batch statistics would differ between the {parallel.world_size} "
+            "data-parallel workers (resources.workers); freeze them (model.freeze) or "
+            "train on one worker"
+        )
 
 
 class TrainingStopped(Exception):
@@ -126,6 +147,8 @@ class Learner:
         strategies: strategies applied together (loss terms add).
         training: optimizer, batch size, epochs, device and precision.
         seed: seeds model initialisation and batch order.
+        parallel: this worker's place when one learner trains over several workers
+            (:mod:`lifelong.platform.data_parallel`); ``None``: one process.
     """
 
     check_gradients: bool = True
@@ -142,8 +165,10 @@ class Learner:
         strategies: Sequence[Strategy],
         training: TrainingConfig,
         seed: int,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.stream = stream
+        self.parallel = parallel
         self.strategies = list(strategies)
         self.training = training
         self.seed = seed
@@ -159,6 +184,9 @@ class Learner:
         )
         self.model: ContinualModel = self.fabric.to_device(model)
         self.device = self.fabric.device
+        if parallel is not None:
+            _check_data_parallel(self.model, model_config, parallel)
+            parallel.sync_module(self.model)
         self.optimizer = training.make_optimizer(self.trainable())
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         steps: Any = stream.info.get("augment")  # scenario.augment (plain data)
@@ -303,6 +331,10 @@ class Learner:
     def _step(
         self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor | None
     ) -> dict[str, Tensor]:
+        weight = 1.0  # this worker's share of the batch (data parallel), else all of it
+        if self.parallel is not None:
+            shard = self.parallel.shard(x, y, index, (y != IGNORE) if self.text else None)
+            x, y, index, weight = shard.x, shard.y, shard.index, shard.weight
         features = self.model.features(x)
         if self.text:
             # The LM head runs at the scored (response) positions only: the same loss,
@@ -311,15 +343,21 @@ class Learner:
             # boolean index costs one host sync per step, small beside an LM step.
             scored = y != IGNORE
             logits = self.model.classify(features[scored], task_id)
-            loss = F.cross_entropy(logits, y[scored])
+            if self.parallel is None:
+                loss = F.cross_entropy(logits, y[scored])
+            else:  # the shard's share of the batch's token mean (a shard may score none)
+                total = F.cross_entropy(logits, y[scored], reduction="sum")
+                loss = total * (weight / max(1, logits.shape[0]))
             terms = {"ce": loss.detach()}
         elif self._loss_columns is not None:
             logits = self.model.classify(features, task_id)
-            loss = bce_seen(logits, y, self._loss_columns)
+            loss = bce_seen(logits, y, self._loss_columns) * weight
             terms = {"bce": loss.detach()}
         else:
             logits = self.model.classify(features, task_id)
             loss = F.cross_entropy(logits, y)
+            if self.parallel is not None:
+                loss = loss * weight
             terms = {"ce": loss.detach()}
         if self._loss_hooks:
             batch = Batch(x, y, task_id, features, logits, index)
@@ -329,6 +367,8 @@ class Learner:
                         raise ValueError(
                             f"loss term {name!r} of strategy {s.name!r} is already used"
                         )
+                    if self.parallel is not None:  # counts once summed over workers
+                        value = value * weight
                     terms[name] = value.detach()
                     self._term_owner[name] = f"strategy {s.name!r}"
                     loss = loss + value
@@ -338,6 +378,8 @@ class Learner:
         for p in self._params:
             p.grad = None
         loss.backward()
+        if self.parallel is not None:  # every worker now holds the whole batch's gradient
+            self.parallel.all_reduce_gradients(self._params)
         for s in self._backward_hooks:
             s.on_after_backward(ctx)
         if self.check_gradients:  # one fused op, kept on the device; checked per epoch
@@ -402,6 +444,8 @@ class Learner:
         if not history:
             return
         stacked = {k: torch.stack(v) for k, v in history.items()}
+        if self.parallel is not None:  # each worker's weighted share -> the batch's value
+            stacked = {k: self.parallel.sum(v) for k, v in stacked.items()}
         sums = {k: v.double().sum() for k, v in stacked.items()}
         for k, v in history.items():
             counts[k] = counts.get(k, 0) + len(v)
@@ -464,8 +508,9 @@ class Learner:
         bs = self.training.eval_batch_size
         hooks = [s for s in self.strategies if _overrides(s, "on_eval_start")]
         saved = [p.detach().clone() for p in self.model.parameters()] if hooks else []
+        mine = columns if self.parallel is None else self.parallel.mine(columns)
         with self.fabric.autocast():
-            for j in columns:
+            for j in mine:
                 exp = self.experiences[j]
                 for s in hooks:
                     s.on_eval_start(self.context(exp))
@@ -486,7 +531,12 @@ class Learner:
                     torch._foreach_copy_(list(self.model.parameters()), saved)
         self.model.train()
         row = np.full(n, np.nan)
-        if accs:
+        if self.parallel is not None:  # each worker scored its own columns
+            scores = torch.zeros(n, dtype=torch.float64, device=self.device)
+            if accs:
+                scores[mine] = torch.stack(accs)
+            row[columns] = self.parallel.sum(scores).cpu().numpy()[columns]
+        elif accs:
             row[columns] = torch.stack(accs).cpu().numpy()
         return row
 
@@ -523,14 +573,17 @@ class Learner:
         nll = torch.zeros((), dtype=torch.float64, device=self.device)
         hits = torch.zeros((), dtype=torch.long, device=self.device)
         bs = max(1, min(self.training.eval_batch_size, 16))
+        starts = range(0, x.shape[0], bs)
         with self.fabric.autocast():
-            for start in range(0, x.shape[0], bs):
+            for start in starts if self.parallel is None else self.parallel.mine(starts):
                 labels = y[start : start + bs]
                 logits = self.model(x[start : start + bs]).float()
                 scored = labels != IGNORE
                 nll += F.cross_entropy(logits[scored], labels[scored], reduction="sum").double()
                 hits += (logits.argmax(-1)[scored] == labels[scored]).sum()
         self.model.train()
+        if self.parallel is not None:  # each worker scored its own batches
+            nll, hits = self.parallel.sum(nll), self.parallel.sum(hits)
         n = int((y != IGNORE).sum())
         mean, acc = (nll / n).item(), hits.item() / n
         return {"ppl": float(np.exp(mean)), "token_acc": float(acc)}
@@ -554,15 +607,26 @@ class Learner:
             self.R[i] = self.evaluate(self.training.evaluated_columns(i, n))
         if self.training.plasticity_baseline:
             self._check_stop(i)
-            self.fresh[i] = self.fresh_accuracy(i)
+            self.fresh[i] = self._fresh(i)
         if self._general is not None:
             self.retention = self.general_retention()
         self.next_experience = i + 1
         return self.R[i], losses
 
     def _check_stop(self, i: int) -> None:
-        if self.stop_requested is not None and self.stop_requested():
+        stop = self.stop_requested is not None and self.stop_requested()
+        if self.parallel is not None:  # every worker stops at the same point
+            stop = self.parallel.any(stop, self.device)
+        if stop:
             raise TrainingStopped(f"stopped while training experience {i}")
+
+    def _fresh(self, i: int) -> float:
+        """The plasticity reference of experience ``i``; data parallel: one worker's, shared."""
+        if self.parallel is None:
+            return self.fresh_accuracy(i)
+        mine = bool(self.parallel.mine([i]))
+        value = torch.tensor(self.fresh_accuracy(i) if mine else 0.0, dtype=torch.float64)
+        return float(self.parallel.sum(value.to(self.device)))
 
     def fresh_accuracy(self, i: int) -> float:
         """Accuracy on experience ``i`` of a freshly initialised model trained on it alone.

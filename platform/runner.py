@@ -250,6 +250,18 @@ def _on_ray(
     imports = plugin_imports(
         experiment, shipped if started else None, relative_to=Path.cwd() if job else None
     )
+    if experiment.spec.resources.workers > 1:  # before anything is logged
+        import ray
+
+        from lifelong.cluster.data_parallel import max_concurrent
+
+        try:
+            max_concurrent(experiment.spec, ray.cluster_resources())
+        except ValueError as e:
+            if started:
+                ray.shutdown()
+            discard_staged(staged)
+            raise RunError(f"{experiment.path or 'the experiment'}: {e}") from None
     try:
         if experiment.spec.tune is not None:
             from lifelong.cluster.tuning import run_tuned

@@ -79,8 +79,17 @@ class ResourcesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpu: float = Field(1.0, gt=0, le=1024, description="CPUs per trial")
-    gpu: float = Field(0.0, ge=0, le=64, description="GPUs per trial (fractions share one)")
+    cpu: float = Field(1.0, gt=0, le=1024, description="CPUs per trial (per worker)")
+    gpu: float = Field(
+        0.0, ge=0, le=64, description="GPUs per trial (per worker; fractions share one)"
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Ray Train workers that train each trial's model data-parallel "
+        "(DDP: each batch split over them, gradients summed; docs/cluster.md)",
+    )
 
 
 class StrategySpec(BaseModel):
@@ -406,6 +415,26 @@ def _language_problems(
     return problems
 
 
+def _data_parallel_problems(
+    spec: ExperimentSpec, groups: Sequence[tuple[StrategySpec, ...]]
+) -> list[tuple[Loc, str]]:
+    """Strategies that cannot train one model over several workers (``resources.workers``)."""
+    n = spec.resources.workers
+    if n == 1:
+        return []
+    problems: list[tuple[Loc, str]] = []
+    avalanche = sorted({s.name for g in groups for s in g if s.name.startswith("avalanche.")})
+    if avalanche:
+        msg = f"{', '.join(avalanche)} train in Avalanche's own loop, on one worker; set workers: 1"
+        problems.append((("resources", "workers"), msg))
+    for name in sorted({s.name for g in groups for s in g if s.name in STRATEGIES}):
+        reason = STRATEGIES.get(name).data_parallel
+        if reason is not True:
+            msg = f"{name!r} cannot train over {n} workers: {reason}; set workers: 1"
+            problems.append((("resources", "workers"), msg))
+    return problems
+
+
 LANGUAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     # HFT from the first stage on, as in the paper (true stands in for the
     # pre-training a model from random weights lacks).
@@ -562,6 +591,7 @@ def _validate(
         for field_name, msg in config_problems(spec.model):
             problems.append((("model", field_name), msg))
         problems += _language_problems(spec, groups)
+        problems += _data_parallel_problems(spec, groups)
         if len(spec.model.hidden) > 1000 or max(spec.model.hidden) > MAX_WIDTH:
             shown = _clip(str(spec.model.hidden))
             msg = f"at most 1000 layers of at most {MAX_WIDTH:,} units, got {shown}"

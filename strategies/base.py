@@ -121,6 +121,10 @@ class Strategy:
     """Whether the strategy applies to a language model on a text stream: ``True``, or
     the reason it does not (it needs class labels or class-shaped logits), which is
     the error a file pairing them gets when it is read."""
+    data_parallel: ClassVar[bool | str] = True
+    """Whether the strategy trains one model over several workers (``resources.workers``:
+    each worker sees a slice of every batch, gradients are summed): ``True``, or the
+    reason it cannot (state updated from each batch's data would differ per worker)."""
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()

@@ -64,6 +64,9 @@ class CenterLoss(Strategy):
     Config = CenterLossConfig
     config: CenterLossConfig
     language_models = "its class centres need class labels; a text stream has next-token labels"
+    data_parallel = (
+        "its class centres move with each batch's features, of which each worker sees a slice"
+    )
 
     def __init__(self, config: CenterLossConfig | None = None) -> None:
         super().__init__(config)

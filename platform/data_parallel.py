@@ -1,0 +1,133 @@
+"""Data parallelism for one learner: the batch is split over workers, gradients summed.
+
+Every worker holds the whole stream and the same model, draws the same batch
+order (same seed) and trains on its contiguous slice of every batch. Each
+worker's loss is weighted by its share of the batch (examples, or scored tokens
+on a text stream), so that after the gradients are summed over workers
+(``all_reduce``, what DDP does, here in one flat bucket per dtype after the
+backward pass) every worker holds the gradient of the whole batch's mean loss,
+and takes the same optimizer step. The same weighting makes a strategy's
+penalty count once (``sum_r w_r * P = P``) and a batch-mean term the whole
+batch's mean. With one worker nothing of this runs.
+
+Evaluation is split too: each worker scores the experiences ``j`` with
+``j % world_size == rank`` and the row is summed. The process group is the
+one Ray Train's ``TorchTrainer`` sets up (gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A worker's slice of a batch and its weight (share of the batch's loss)."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor | None
+    weight: float
+    """``n_local / n_batch`` (0 for a stand-in row when the batch has fewer rows than workers)."""
+
+
+class DataParallel:
+    """A worker's place in a data-parallel learner (``rank`` of ``world_size``).
+
+    Args:
+        rank: this worker's rank in the default process group.
+        world_size: the number of workers.
+    """
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        if not dist.is_initialized():
+            raise RuntimeError("data-parallel training needs torch.distributed's process group")
+        self.rank = rank
+        self.world_size = world_size
+
+    @classmethod
+    def from_process_group(cls) -> DataParallel:
+        """The data-parallel place of this process in the initialised default group."""
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    # ------------------------------------------------------------ training
+    def shard(self, x: Tensor, y: Tensor, index: Tensor | None, scored: Tensor | None) -> Shard:
+        """The contiguous slice of a batch that this worker trains on.
+
+        ``scored``: on a text stream, the mask of scored (response) positions; the
+        weight is then the share of scored tokens, else of examples. A batch with
+        fewer rows than workers gives the surplus workers its first row at weight
+        0, so every worker runs the same steps (and collectives).
+        """
+        n = y.shape[0]
+        bounds = [n * r // self.world_size for r in range(self.world_size + 1)]
+        lo, hi = bounds[self.rank], bounds[self.rank + 1]
+        if hi == lo:  # more workers than rows: a stand-in row that adds nothing
+            return Shard(x[:1], y[:1], None if index is None else index[:1], 0.0)
+        part = slice(lo, hi)
+        if scored is None:
+            weight = (hi - lo) / n
+        else:
+            # One host sync per step, as the text step's boolean index already costs.
+            total = int(scored.sum())
+            weight = int(scored[part].sum()) / total if total else 0.0
+        return Shard(x[part], y[part], None if index is None else index[part], weight)
+
+    def all_reduce_gradients(self, params: Sequence[nn.Parameter]) -> None:
+        """Sum every parameter's gradient over the workers, one flat bucket per dtype.
+
+        A parameter without a gradient on every worker keeps none (SGD and Adam
+        then skip it, as in one process); one with a gradient on some worker gets
+        the sum, zeros standing in for the workers without one.
+        """
+        by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
+        for p in params:
+            if p.requires_grad:
+                by_dtype.setdefault(p.dtype, []).append(p)
+        for group in by_dtype.values():
+            has = torch.tensor(
+                [p.grad is not None for p in group], dtype=group[0].dtype, device=group[0].device
+            )
+            flat = torch.cat(
+                [
+                    *(
+                        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                        for p in group
+                    ),
+                    has,
+                ]
+            )
+            dist.all_reduce(flat)
+            offset = 0
+            present = flat[-len(group) :] > 0
+            for p, keep in zip(group, present.tolist(), strict=True):
+                size = p.numel()
+                p.grad = flat[offset : offset + size].view_as(p) if keep else None
+                offset += size
+
+    def sum(self, value: Tensor) -> Tensor:
+        """``value`` summed over the workers (a new tensor; ``value`` is left as it was)."""
+        out = value.clone()
+        dist.all_reduce(out)
+        return out
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is true on any worker (all workers get the same answer)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def sync_module(self, module: nn.Module) -> None:
+        """Give every worker rank 0's parameters and buffers (identical starting points)."""
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+    # ---------------------------------------------------------- evaluation
+    def mine(self, items: Sequence[int]) -> list[int]:
+        """The items (experiences, batches) this worker evaluates: ``j % world_size == rank``."""
+        return [j for j in items if j % self.world_size == self.rank]
