@@ -75,7 +75,7 @@ def _check_data_parallel(
     model: ContinualModel, config: ModelConfig, parallel: DataParallel
 ) -> None:
     """Refuse a model whose training depends on the batch as a whole (BatchNorm)."""
-    frozen = {id(m) for m in frozen_modules(model)}
+    frozen = {id(sub) for m in frozen_modules(model) for sub in m.modules()}  # eval mode
     norms = [
         name
         for name, m in model.named_modules()

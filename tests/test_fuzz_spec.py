@@ -152,6 +152,7 @@ FIELDS: dict[tuple[Any, ...], st.SearchStrategy[Any]] = {
     ("training", "reset_optimizer"): st.one_of(bool_bad, st.just(None)),
     ("resources", "cpu"): float_bad(0, 1024, lo_open=True),
     ("resources", "gpu"): float_bad(0, 64, lo_open=False),
+    ("resources", "workers"): int_bad(1, 1024),
     ("max_failures",): int_bad(0, 100),
     ("max_concurrent_trials",): st.one_of(
         st.integers(max_value=0, min_value=-10), nonsense, containers
