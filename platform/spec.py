@@ -423,6 +423,12 @@ def _data_parallel_problems(
     if n == 1:
         return []
     problems: list[tuple[Loc, str]] = []
+    if spec.resources.gpu not in (0, 1):
+        msg = (
+            f"with workers: {n}, each worker trains on one whole GPU (NCCL puts one rank "
+            f"on each GPU); use gpu: 1 or gpu: 0, got {spec.resources.gpu:g}"
+        )
+        problems.append((("resources", "gpu"), msg))
     avalanche = sorted({s.name for g in groups for s in g if s.name.startswith("avalanche.")})
     if avalanche:
         msg = f"{', '.join(avalanche)} train in Avalanche's own loop, on one worker; set workers: 1"

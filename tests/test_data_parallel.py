@@ -277,6 +277,7 @@ def test_a_failed_worker_fails_alone_and_a_restart_resumes(ray_instance: str, in
         (["center_loss"], {"workers": 2}, "'center_loss' cannot train over 2 workers"),
         (["avalanche.Naive"], {"workers": 2}, "train in Avalanche's own loop"),
         (["naive"], {"workers": 3}, "needs 3 CPUs per trial; the Ray cluster has 2"),
+        (["naive"], {"workers": 2, "gpu": 0.5}, "each worker trains on one whole GPU"),
     ],
 )
 def test_what_cannot_train_over_workers_exits_2_before_anything_starts(
