@@ -49,28 +49,37 @@ def workers_of(config: dict[str, Any]) -> int:
     return int(config.get("resources", {}).get("workers", 1))
 
 
-def max_concurrent(spec: ExperimentSpec, cluster: dict[str, float]) -> int:
-    """How many data-parallel trials the cluster's CPUs and GPUs hold at once (>= 1).
+def max_concurrent(spec: ExperimentSpec, nodes: list[dict[str, float]]) -> int:
+    """How many data-parallel trials the cluster's nodes hold at once (>= 1).
 
+    ``nodes``: each alive node's resources (``ray.nodes()``). A worker runs on one
+    node, so a node of 3 CPUs holds one worker of ``cpu: 2``, not one and a half.
     Without a cap Tune would start every trial (each asks for no CPU) and their
     worker groups would wait for one another's CPUs.
 
     Raises:
-        ValueError: one trial's workers need more than the whole cluster has.
+        ValueError: one trial's workers do not fit on the whole cluster.
     """
     res = spec.resources
     fits = []
     for key, per in (("CPU", res.cpu), ("GPU", res.gpu)):
         if per > 0:
-            have = cluster.get(key, 0.0)
-            need = res.workers * per
-            if have < need:
+            # A small epsilon: Ray keeps resources in units of 1/10000.
+            room = sum(int(node.get(key, 0.0) / per + 1e-6) for node in nodes)
+            if room < res.workers:
+                total = sum(node.get(key, 0.0) for node in nodes)
                 raise ValueError(
-                    f"resources.workers {res.workers} x {key.lower()} {per:g} needs {need:g} "
-                    f"{key}s per trial; the Ray cluster has {have:g}"
+                    f"resources.workers {res.workers} x {key.lower()} {per:g} needs "
+                    f"{res.workers * per:g} {key}s per trial; the Ray cluster has {total:g} "
+                    f"({room} such workers fit on its {len(nodes)} node(s))"
                 )
-            fits.append(int(have // need))
+            fits.append(room // res.workers)
     return max(1, min(fits))
+
+
+def node_resources() -> list[dict[str, float]]:
+    """The resources of each alive node of the connected Ray cluster."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
 def train_data_parallel(
@@ -109,7 +118,9 @@ def train_data_parallel(
         ),
         # Tune restarts a failed trial (max_failures) from its checkpoint; Train must not.
         run_config=RunConfig(
-            name="learner", storage_path=storage, failure_config=FailureConfig(max_failures=0)
+            name="learner",
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=0, max_preemption_failures=0),
         ),
     )
     failure: list[BaseException] = []
@@ -135,7 +146,7 @@ def train_data_parallel(
                 shutil.rmtree(d, ignore_errors=True)
         helper.join()
         if failure:
-            raise worker_error(failure[0])
+            raise worker_error(failure[0]) from failure[0]
     finally:
         if helper.is_alive():  # stopped early: the workers stop before their next epoch
             stop.put(True)
@@ -146,17 +157,27 @@ def train_data_parallel(
 
 
 def worker_error(error: BaseException) -> BaseException:
-    """The exception a worker raised (the lowest rank's), out of Ray Train's wrapper.
+    """The exception that stopped the workers, out of Ray Train's ``WorkerGroupError``.
 
     The trial then fails with the learner's own message (which strategy, which
-    hook, which step), as a one-process trial does.
+    hook, which step), as a one-process trial does. A worker that fails makes the
+    others' collectives fail too ("Connection closed by peer"): the lowest rank
+    whose error is not such an echo is the cause.
     """
-    failures = getattr(error, "worker_failures", None)
+    failures: dict[int, BaseException] | None = getattr(error, "worker_failures", None)
     if not failures:
         return error
-    first = failures[min(failures)]
-    cause = getattr(first, "cause", None)  # a RayTaskError holds the original exception
-    return cause if isinstance(cause, BaseException) else first
+    ranks = sorted(failures)
+    causes = [r for r in ranks if not _collective_echo(failures[r])]
+    return failures[(causes or ranks)[0]]
+
+
+def _collective_echo(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another worker went away."""
+    if isinstance(error, torch.distributed.DistError):
+        return True
+    text = str(error)
+    return any(w in text for w in ("gloo", "NCCL", "Connection closed by peer"))
 
 
 def _worker_loop(loop: dict[str, Any]) -> None:
@@ -171,7 +192,8 @@ def _worker_loop(loop: dict[str, Any]) -> None:
     parallel = DataParallel.from_process_group()
     learner = build_learner(config, stream, parallel)
     if loop["state"] is not None:
-        state = torch.load(io.BytesIO(ray.get(loop["state"])), weights_only=True)
+        data = io.BytesIO(ray.get(loop["state"]))
+        state = torch.load(data, map_location="cpu", weights_only=True)
         learner.load_state_dict(state)
     else:
         learner.evaluate_untrained()

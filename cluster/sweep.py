@@ -32,7 +32,7 @@ from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
 
 from .callbacks import ACTIVE, TrackingCallback
-from .data_parallel import RELAY_RESOURCES, max_concurrent
+from .data_parallel import RELAY_RESOURCES, max_concurrent, node_resources
 from .progress import SweepProgress
 from .shared import SharedStream
 from .state import ENDED, INTERRUPTED, RUNNING, SweepState, state_file_of
@@ -227,7 +227,7 @@ def _max_concurrent(spec: ExperimentSpec) -> int | None:
     """``max_concurrent_trials``, capped for data-parallel trials by the cluster's size."""
     if spec.resources.workers == 1:
         return spec.max_concurrent_trials
-    cap = max_concurrent(spec, ray.cluster_resources())
+    cap = max_concurrent(spec, node_resources())
     return min(cap, spec.max_concurrent_trials or cap)
 
 

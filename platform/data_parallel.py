@@ -17,6 +17,7 @@ one Ray Train's ``TorchTrainer`` sets up (gloo on CPU, NCCL on GPUs).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,16 +45,24 @@ class DataParallel:
         world_size: the number of workers.
     """
 
-    def __init__(self, rank: int, world_size: int) -> None:
+    def __init__(self, rank: int, world_size: int, gpu: int | None = None) -> None:
         if not dist.is_initialized():
             raise RuntimeError("data-parallel training needs torch.distributed's process group")
         self.rank = rank
         self.world_size = world_size
+        self.gpu = gpu
+        """This worker's GPU index (NCCL: one GPU per worker), or ``None`` on the CPU."""
 
     @classmethod
     def from_process_group(cls) -> DataParallel:
-        """The data-parallel place of this process in the initialised default group."""
-        return cls(dist.get_rank(), dist.get_world_size())
+        """The data-parallel place of this process in the initialised default group.
+
+        Under NCCL the worker's GPU is the current CUDA device, which Ray Train
+        sets for each worker before the training function runs.
+        """
+        nccl = dist.get_backend() == "nccl"
+        gpu = torch.cuda.current_device() if nccl else None
+        return cls(dist.get_rank(), dist.get_world_size(), gpu)
 
     # ------------------------------------------------------------ training
     def shard(self, x: Tensor, y: Tensor, index: Tensor | None, scored: Tensor | None) -> Shard:
@@ -74,8 +83,9 @@ class DataParallel:
             weight = (hi - lo) / n
         else:
             # One host sync per step, as the text step's boolean index already costs.
+            # A batch that scores no token at all has a NaN mean loss, as in one process.
             total = int(scored.sum())
-            weight = int(scored[part].sum()) / total if total else 0.0
+            weight = int(scored[part].sum()) / total if total else float("nan")
         return Shard(x[part], y[part], None if index is None else index[part], weight)
 
     def all_reduce_gradients(self, params: Sequence[nn.Parameter]) -> None:
@@ -112,6 +122,26 @@ class DataParallel:
         out = value.clone()
         dist.all_reduce(out)
         return out
+
+    def check_same_terms(self, lengths: dict[str, int], device: torch.device) -> None:
+        """Fail on every worker alike unless all logged the same loss terms, as often.
+
+        A strategy whose terms depend on the data of a worker's slice (a term only
+        for some batches) would otherwise make the workers' collectives disagree.
+        """
+        names = "\0".join(lengths)
+        signature = [len(lengths), sum(lengths.values()), zlib.crc32(names.encode())]
+        mine = torch.tensor(signature, dtype=torch.int64, device=device)
+        high, low = mine.clone(), -mine
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MAX)
+        if not torch.equal(high, -low):
+            raise RuntimeError(
+                f"the data-parallel workers logged different loss terms this epoch (worker "
+                f"{self.rank}: {lengths}); a strategy whose terms depend on each worker's "
+                "slice of the batch cannot train over several workers: set its class "
+                "attribute data_parallel to the reason, or resources.workers to 1"
+            )
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """Whether ``flag`` is true on any worker (all workers get the same answer)."""

@@ -66,9 +66,13 @@ def _overrides(strategy: Strategy, hook: str) -> bool:
 
 
 @functools.cache
-def _fabric(accelerator: str, precision: str) -> Fabric:
-    """One Fabric per process and setting: its constructor scans all entry points (~10 ms)."""
-    return Fabric(accelerator=accelerator, devices=1, precision=precision)
+def _fabric(accelerator: str, precision: str, gpu: int | None = None) -> Fabric:
+    """One Fabric per process and setting: its constructor scans all entry points (~10 ms).
+
+    ``gpu``: the GPU index of a data-parallel worker (Ray Train gives every worker
+    of a node all the node's GPUs and sets each one's current device); else the first.
+    """
+    return Fabric(accelerator=accelerator, devices=1 if gpu is None else [gpu], precision=precision)
 
 
 def _check_data_parallel(
@@ -172,7 +176,8 @@ class Learner:
         self.strategies = list(strategies)
         self.training = training
         self.seed = seed
-        self.fabric = _fabric(training.accelerator, training.precision)
+        gpu = None if parallel is None else parallel.gpu
+        self.fabric = _fabric(training.accelerator, training.precision, gpu)
         self.fabric.seed_everything(seed, verbose=False)
         multi_head = model_config.multi_head
         if multi_head is None:
@@ -445,6 +450,7 @@ class Learner:
             return
         stacked = {k: torch.stack(v) for k, v in history.items()}
         if self.parallel is not None:  # each worker's weighted share -> the batch's value
+            self.parallel.check_same_terms({k: len(v) for k, v in history.items()}, self.device)
             stacked = {k: self.parallel.sum(v) for k, v in stacked.items()}
         sums = {k: v.double().sum() for k, v in stacked.items()}
         for k, v in history.items():
@@ -607,7 +613,7 @@ class Learner:
             self.R[i] = self.evaluate(self.training.evaluated_columns(i, n))
         if self.training.plasticity_baseline:
             self._check_stop(i)
-            self.fresh[i] = self._fresh(i)
+            self.fresh[i] = self.fresh_accuracy(i)
         if self._general is not None:
             self.retention = self.general_retention()
         self.next_experience = i + 1
@@ -620,24 +626,17 @@ class Learner:
         if stop:
             raise TrainingStopped(f"stopped while training experience {i}")
 
-    def _fresh(self, i: int) -> float:
-        """The plasticity reference of experience ``i``; data parallel: one worker's, shared."""
-        if self.parallel is None:
-            return self.fresh_accuracy(i)
-        mine = bool(self.parallel.mine([i]))
-        value = torch.tensor(self.fresh_accuracy(i) if mine else 0.0, dtype=torch.float64)
-        return float(self.parallel.sum(value.to(self.device)))
-
     def fresh_accuracy(self, i: int) -> float:
         """Accuracy on experience ``i`` of a freshly initialised model trained on it alone.
 
         The plasticity reference: same model, training settings and no strategy,
         seeded from ``(seed, i)``; the learner's own RNG streams are left untouched.
+        A data-parallel learner trains it over the same workers.
         """
         seed = int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
         training = self.training.model_copy(update={"plasticity_baseline": False})
         with torch.random.fork_rng(devices=[]):
-            fresh = Learner(self.stream, self.model_config, [], training, seed)
+            fresh = Learner(self.stream, self.model_config, [], training, seed, self.parallel)
             fresh.train_experience(i)
             return float(fresh.evaluate([i])[i])
 

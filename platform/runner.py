@@ -253,10 +253,10 @@ def _on_ray(
     if experiment.spec.resources.workers > 1:  # before anything is logged
         import ray
 
-        from lifelong.cluster.data_parallel import max_concurrent
+        from lifelong.cluster.data_parallel import max_concurrent, node_resources
 
         try:
-            max_concurrent(experiment.spec, ray.cluster_resources())
+            max_concurrent(experiment.spec, node_resources())
         except ValueError as e:
             if started:
                 ray.shutdown()

@@ -429,6 +429,15 @@ def _data_parallel_problems(
             f"on each GPU); use gpu: 1 or gpu: 0, got {spec.resources.gpu:g}"
         )
         problems.append((("resources", "gpu"), msg))
+    accelerator = spec.training.accelerator
+    if (accelerator == "cpu" and spec.resources.gpu) or (
+        accelerator == "cuda" and not spec.resources.gpu
+    ):
+        msg = (
+            f"training.accelerator {accelerator} with resources.gpu {spec.resources.gpu:g}: "
+            "the workers' collectives run on the GPU (NCCL) exactly when each has one"
+        )
+        problems.append((("training", "accelerator"), msg))
     avalanche = sorted({s.name for g in groups for s in g if s.name.startswith("avalanche.")})
     if avalanche:
         msg = f"{', '.join(avalanche)} train in Avalanche's own loop, on one worker; set workers: 1"

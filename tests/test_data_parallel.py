@@ -29,7 +29,7 @@ from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.learner import Learner
 from lifelong.platform.plots import read_accuracy_matrix_csv
 from lifelong.platform.spec import build_checked_stream, parse_experiment
-from lifelong.strategies import build_strategy
+from lifelong.strategies import Strategy, build_strategy
 
 # 2 experiences of 82 training examples: batches of 16 end with a batch of 2, which
 # three workers split as 0 + 1 + 1 rows (one stand-in row at weight 0).
@@ -157,6 +157,71 @@ def test_a_model_with_training_batchnorm_is_refused(tmp_path: Path) -> None:
         Learner(stream, frozen, [], training, 0, DataParallel(0, 1))
     finally:
         dist.destroy_process_group()
+
+
+class _RankTerm(Strategy):
+    """A term only worker 0 returns: what a strategy reading its own slice could do."""
+
+    name = "rank_term"
+
+    def loss_terms(self, ctx: Any, batch: Any) -> dict[str, torch.Tensor]:
+        return {"extra": batch.logits.sum() * 0} if dist.get_rank() == 0 else {}
+
+
+def _diverging_worker(rank: int, world: int, init: str, text: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        exp = parse_experiment(text)
+        stream = build_checked_stream(exp)
+        (trial,) = exp.trials()
+        parallel = DataParallel(rank, world)
+        learner = Learner(stream, exp.spec.model, [_RankTerm()], exp.spec.training, 0, parallel)
+        try:
+            learner.train_experience(0)
+        except RuntimeError as e:
+            Path(f"{out}.{rank}").write_text(str(e))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_workers_that_log_different_terms_fail_alike(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    out = str(tmp_path / "error")
+    args = (str(tmp_path / "init"), CLASSIFICATION, out)
+    procs = [ctx.Process(target=_diverging_worker, args=(r, 2, *args)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for rank in range(2):  # both raised, neither hung in a mismatched collective
+        text = Path(f"{out}.{rank}").read_text()
+        assert "the data-parallel workers logged different loss terms" in text
+
+
+def test_the_failing_worker_is_named_not_the_others_broken_connection() -> None:
+    from ray.train import WorkerGroupError
+
+    from lifelong.cluster.data_parallel import worker_error
+
+    echo = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+    cause = ValueError("loss term 'x' of strategy 'y' is already used")
+    assert worker_error(WorkerGroupError("two failed", {0: echo, 1: cause})) is cause
+    assert worker_error(WorkerGroupError("one failed", {1: echo})) is echo
+    plain = KeyError("k")
+    assert worker_error(plain) is plain
+
+
+def test_concurrency_counts_workers_that_fit_on_each_node() -> None:
+    from lifelong.cluster.data_parallel import max_concurrent
+
+    spec = parse_experiment(CLASSIFICATION + "resources: {workers: 3, cpu: 2.5}\n").spec
+    with pytest.raises(ValueError, match="2 such workers fit on its 2 node"):
+        max_concurrent(spec, [{"CPU": 4.0}, {"CPU": 4.0}])  # 8 CPUs, but 1 + 1 workers
+    assert max_concurrent(spec, [{"CPU": 5.0}, {"CPU": 2.5}, {"CPU": 8.0}]) == 2  # 2 + 1 + 3
+    two = parse_experiment(CLASSIFICATION + "resources: {workers: 2, cpu: 1}\n").spec
+    assert max_concurrent(two, [{"CPU": 4.0}, {"CPU": 3.0}]) == 3
 
 
 # ------------------------------------------------------------------ sweeps
