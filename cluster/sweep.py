@@ -316,6 +316,15 @@ def run_sweep(
     for o in tracker.outcomes.values():
         if o.status == "FINISHED":
             progress.state[o.trial.trial_id] = "finished"
+    to_run = trials
+    if resume is not None and not _tune_saved(state.tune_path):
+        # Killed before Tune's first save (its first second): nothing of Tune's to
+        # restore. The trials not yet ended run again, into their MLflow runs (the
+        # steps they logged are not logged twice), in a new Tune run folder.
+        ended = {t for t, o in tracker.outcomes.items() if o.status in ("FINISHED", "FAILED")}
+        to_run = [t for t in trials if t.trial_id not in ended]
+        state.tune_path = f"{state.tune_path}-restarted-{time.time_ns() % 10**6}"
+        resume = None
     state.status = RUNNING
     state.claim()
     if state_file is not None:
@@ -323,7 +332,9 @@ def run_sweep(
     key = f"{state.parent_run_id}"
     ACTIVE[key] = (tracker, progress)
     before = set(tracker.outcomes)
-    if resume is not None:
+    if not to_run:
+        tuner = None
+    elif resume is not None:
         tuner = tune.Tuner.restore(
             state.tune_path,
             _trainable(experiment, stream),
@@ -333,7 +344,7 @@ def run_sweep(
     else:
         searched = tune_run is not None and tune_run.search_alg is not None
         param_space = {
-            "trial": tune.grid_search([t.to_dict() for t in trials]),
+            "trial": tune.grid_search([t.to_dict() for t in to_run]),
             "model": spec.model.model_dump(mode="json"),
             "training": spec.training.model_dump(mode="json"),
             "threads": max(1, int(spec.resources.cpu)),
@@ -366,7 +377,7 @@ def run_sweep(
         )
     try:
         with progress, _quiet_tune(), _sigterm_as_sigint():
-            grid = tuner.fit()
+            grid = tuner.fit() if tuner is not None else []
     except BaseException:
         tracker.abort("the sweep was interrupted")
         _save_status(state, state_file, INTERRUPTED)
@@ -407,6 +418,20 @@ def _phase_outcomes(tracker: SweepTracker, before: set[str], grid: Any) -> list[
         if o.status == "RUNNING":  # never reported a result before the budget ran out
             tracker.trial_stopped(o.trial.trial_id, "stopped by the time budget")
     return mine
+
+
+def _tune_saved(tune_path: str) -> bool:
+    """Whether Tune saved a state to restore at ``tune_path`` (its tuner and its trials).
+
+    A driver killed in the sweep's first second leaves no ``tuner.pkl``, or one
+    without the ``experiment_state-*.json`` of its trials; ``Tuner.restore`` then
+    fails (``FileNotFoundError``, ``KeyError: 'trial'``).
+    """
+    if not tune.Tuner.can_restore(tune_path):
+        return False
+    if "://" in tune_path:  # remote storage: the tuner is there; trust Tune
+        return True
+    return any(Path(tune_path).glob("experiment_state-*.json"))
 
 
 def _save_status(state: SweepState, path: Path | None, status: str) -> None:
