@@ -316,7 +316,7 @@ def run_sweep(
     for o in tracker.outcomes.values():
         if o.status == "FINISHED":
             progress.state[o.trial.trial_id] = "finished"
-    to_run = trials
+    to_run, restarted = trials, False
     if resume is not None and not _tune_saved(state.tune_path):
         # Killed before Tune's first save (its first second): nothing of Tune's to
         # restore. The trials not yet ended run again, into their MLflow runs (the
@@ -324,7 +324,7 @@ def run_sweep(
         ended = {t for t, o in tracker.outcomes.items() if o.status in ("FINISHED", "FAILED")}
         to_run = [t for t in trials if t.trial_id not in ended]
         state.tune_path = f"{state.tune_path}-restarted-{time.time_ns() % 10**6}"
-        resume = None
+        resume, restarted = None, True
     state.status = RUNNING
     state.claim()
     if state_file is not None:
@@ -332,7 +332,7 @@ def run_sweep(
     key = f"{state.parent_run_id}"
     ACTIVE[key] = (tracker, progress)
     before = set(tracker.outcomes)
-    if not to_run:
+    if restarted and not to_run:  # every trial had ended: nothing left for Tune
         tuner = None
     elif resume is not None:
         tuner = tune.Tuner.restore(
