@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 import torch
+from lm_vs_hf import EXPERIMENT as TEXT  # the same SmolLM2 experiment (benchmarks/)
 from ray.util.queue import Queue
 
 from lifelong.cluster.sweep import ensure_ray
@@ -36,16 +37,6 @@ from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.learner import Learner
 from lifelong.platform.spec import build_checked_stream, parse_experiment
 from lifelong.strategies import build_strategy
-
-TEXT = """
-seeds: [0]
-scenario:
-  source: text_tasks
-  options: {{tasks: [arithmetic], n_train: {n_train}, n_test: 4}}
-model: {{name: smollm2_135m}}
-training: {{epochs: 1, batch_size: {batch}, optimizer: adam, lr: 0.0001}}
-strategies: [naive]
-"""
 
 MLP = """
 seeds: [0]
