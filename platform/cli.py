@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
+
+from lifelong.platform.mlflow_process import port_in_use, serve
 
 app = typer.Typer(
     add_completion=False,
@@ -195,6 +196,16 @@ def run(
     _print_results(results, experiment)
 
 
+def ui_hint(uri: str) -> str:
+    """How to open the MLflow UI on the store at ``uri``: a command, or the server's address."""
+    if uri.startswith(("http://", "https://")):
+        return f"{uri} (the tracking server serves it; open it in a browser)"
+    from lifelong.platform.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+    default = uri == resolve_tracking_uri(DEFAULT_TRACKING_URI)
+    return "lifelong ui" + ("" if default else f" --tracking-uri {uri}")
+
+
 def _own_sweep(folder: Path) -> str:
     """`` --sweep SWEEP_ID`` of the sweep this process drove, for the resume hint (else empty)."""
     from lifelong.cluster.state import sweep_states
@@ -207,7 +218,6 @@ def _print_results(results: Results, experiment: Experiment) -> None:
     """The end of ``lifelong run``: tables, failures, where to look; exit 1 if a trial failed."""
     from lifelong.platform.partial_metrics import PARTIAL_NOTE
     from lifelong.platform.summary import summarize, summary_table
-    from lifelong.platform.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
     if results.tuned is not None:
         from lifelong.cluster.tuning import choices_table
@@ -228,10 +238,9 @@ def _print_results(results: Results, experiment: Experiment) -> None:
         out.print(
             f"[red]FAILED[/] {escape(label)} {escape(reason)}", highlight=False, soft_wrap=True
         )
-    uri = results.tracking_uri
-    default = uri == resolve_tracking_uri(DEFAULT_TRACKING_URI)
-    ui = "lifelong ui" + ("" if default else f" --tracking-uri {uri}")
-    out.print(f"Open the MLflow UI: {ui}", highlight=False, soft_wrap=True)
+    out.print(
+        f"Open the MLflow UI: {ui_hint(results.tracking_uri)}", highlight=False, soft_wrap=True
+    )
     if failed or not results.trials:
         raise typer.Exit(1)
 
@@ -358,6 +367,7 @@ def ui(
         typer.Option(help="address to bind; anything but 127.0.0.1 exposes the UI to the network"),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="UI server processes")] = 1,
 ) -> None:
     """Start the MLflow UI against the same store ``lifelong run`` logs to."""
     from lifelong.platform.tracking import resolve_tracking_uri
@@ -365,6 +375,7 @@ def ui(
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise _bad_input(f"{uri} is a tracking server already; open it in a browser")
+    _check_port(host, port)
     cmd = [
         sys.executable,
         "-m",
@@ -376,12 +387,20 @@ def ui(
         host,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     err.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", highlight=False)
-    try:
-        raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    raise typer.Exit(serve(cmd))
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit 2 when ``host:port`` is taken, before MLflow starts (it would only log the clash)."""
+    if port_in_use(host, port):
+        raise _bad_input(
+            f"port {port} on {host} is in use (another MLflow server or UI?): stop it, or "
+            "choose another with --port"
+        )
 
 
 def _register_compare() -> None:
@@ -521,7 +540,11 @@ def server(
         int, typer.Option(min=1, help="server processes (only sweep drivers write: 1-2 suffice)")
     ] = 1,
 ) -> None:
-    """Start an MLflow tracking server; sweeps on a cluster log to it with --tracking-uri."""
+    """Start an MLflow tracking server; sweeps on a cluster log to it with --tracking-uri.
+
+    Ctrl-C or SIGTERM stops the server and every one of its processes.
+    """
+    _check_port(host, port)
     cmd = [
         sys.executable,
         "-m",
@@ -545,10 +568,7 @@ def server(
         highlight=False,
         soft_wrap=True,
     )
-    try:
-        raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    raise typer.Exit(serve(cmd))
 
 
 @app.command()
