@@ -31,6 +31,30 @@ def error_reason(trial: Trial) -> str:
     return lines[-1] if lines else "the trial failed without an error message"
 
 
+def _final_result(trial: Trial) -> dict[str, Any] | None:
+    """The trial's last result as Tune kept it (also across ``Tuner.restore``), if final.
+
+    A callback restored from a saved sweep has no results of its own (see
+    :meth:`TrackingCallback.__getstate__`); a trial that had reported its last
+    experience before the driver was killed completes with nothing new.
+    """
+    last = trial.last_result or {}
+    if "experience" in last and last.get("R") is not None:
+        return dict(last)
+    return None
+
+
+def finish_from_result(tracker: SweepTracker, trial_id: str, last: dict[str, Any]) -> None:
+    """End ``trial_id``'s run FINISHED from its last experience's result (idempotent)."""
+    tracker.trial_finished(
+        trial_id,
+        np.asarray(last["R"], dtype=float),
+        np.asarray(last["untrained"], dtype=float),
+        np.asarray(last["fresh"], dtype=float) if last.get("fresh") else None,
+        last.get("partial_R"),
+    )
+
+
 #: The tracker and progress view of each sweep this driver runs, by sweep key. A
 #: callback that Tune unpickled from a stopped sweep's state (``Tuner.restore``)
 #: finds its driver-side objects here.
@@ -126,7 +150,7 @@ class TrackingCallback(Callback):
         done = self.tracker.outcomes.get(spec.trial_id)
         if done is not None and done.status == "FINISHED":
             return  # finished before the sweep was resumed: logged already
-        last = self._last.get(spec.trial_id)
+        last = self._last.get(spec.trial_id) or _final_result(trial)
         if last is None or int(last["experience"]) + 1 != int(last["n_experiences"]):
             if last is not None and self.early_stopping:
                 n = int(last["experience"]) + 1
@@ -136,14 +160,19 @@ class TrackingCallback(Callback):
                 return
             self.on_trial_error(iteration, trials, trial)
             return
-        self.tracker.trial_finished(
-            spec.trial_id,
-            np.asarray(last["R"], dtype=float),
-            np.asarray(last["untrained"], dtype=float),
-            np.asarray(last["fresh"], dtype=float) if last.get("fresh") else None,
-            last.get("partial_R"),
-        )
+        finish_from_result(self.tracker, spec.trial_id, last)
         self.progress.finished(spec.trial_id, self.tracker.outcomes[spec.trial_id].final)
+
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """The trial failed and Tune restarts it (``max_failures``): say so and record it."""
+        spec = self.spec(trial)
+        if spec.trial_id not in self.tracker.outcomes:
+            self.tracker.trial_started(spec)
+        reason = error_reason(trial)
+        n = self.tracker.trial_restarted(spec.trial_id, reason)
+        self.progress.restarted(spec.trial_id, reason, n, self.tracker.experiment.spec.max_failures)
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any

@@ -101,6 +101,11 @@ class SweepProgress:
         self.state[trial_id] = "stopped"
         self._event(trial_id, f"stopped early: {reason}")
 
+    def restarted(self, trial_id: str, reason: str, n: int, limit: int) -> None:
+        """A trial failed and is restarted from its last checkpoint (``max_failures``)."""
+        self.state[trial_id] = "running"
+        self._event(trial_id, f"restarted ({n} of at most {limit}) after: {reason}")
+
     def failed(self, trial_id: str, reason: str) -> None:
         """A trial failed with ``reason``."""
         self.state[trial_id] = "failed"

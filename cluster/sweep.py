@@ -31,7 +31,7 @@ from lifelong.platform.spec import Experiment, ExperimentSpec, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
 
-from .callbacks import ACTIVE, TrackingCallback
+from .callbacks import ACTIVE, TrackingCallback, finish_from_result
 from .data_parallel import RELAY_RESOURCES, max_concurrent, node_resources
 from .progress import SweepProgress
 from .shared import SharedStream
@@ -335,12 +335,13 @@ def run_sweep(
     if restarted and not to_run:  # every trial had ended: nothing left for Tune
         tuner = None
     elif resume is not None:
-        tuner = tune.Tuner.restore(
-            state.tune_path,
-            _trainable(experiment, stream),
-            resume_unfinished=True,
-            resume_errored=False,
-        )
+        with _quiet_tune():  # no "Failed to fetch metrics" per trial: Tune's loggers are off
+            tuner = tune.Tuner.restore(
+                state.tune_path,
+                _trainable(experiment, stream),
+                resume_unfinished=True,
+                resume_errored=False,
+            )
     else:
         searched = tune_run is not None and tune_run.search_alg is not None
         param_space = {
@@ -386,6 +387,7 @@ def run_sweep(
         ACTIVE.pop(key, None)
     if tune_run is not None:
         return _phase_outcomes(tracker, before, grid)
+    _finish_terminated(tracker, grid)
     unfinished = [o for o in tracker.outcomes.values() if o.status not in ("FINISHED", "FAILED")]
     if unfinished or len(tracker.outcomes) < len(trials):
         tracker.abort("the sweep was stopped before this trial finished")
@@ -399,6 +401,23 @@ def run_sweep(
     _save_status(state, state_file, ENDED)
     by_id = tracker.outcomes
     return [by_id[t.trial_id] for t in trials if t.trial_id in by_id]
+
+
+def _finish_terminated(tracker: SweepTracker, grid: Any) -> None:
+    """End FINISHED the runs of trials Tune had saved as done before the driver died.
+
+    A driver killed while it logged a finished trial's artifacts (after Tune saved
+    the trial TERMINATED) restores a sweep where Tune has nothing left to run for
+    it; its final result, kept by Tune, is logged now.
+    """
+    for result in grid:
+        last = result.metrics or {}
+        spec = trial_from_config(result.config)
+        outcome = tracker.outcomes.get(spec.trial_id)
+        if outcome is None or outcome.status != "RUNNING" or last.get("R") is None:
+            continue
+        if result.error is None:
+            finish_from_result(tracker, spec.trial_id, last)
 
 
 def _phase_outcomes(tracker: SweepTracker, before: set[str], grid: Any) -> list[TrialOutcome]:

@@ -1,13 +1,17 @@
 """The Ray Tune trainable: one trial = one learner over the shared stream.
 
 The trial reports once per experience with a checkpoint (learner state, loaded
-with ``weights_only=True``), so a trial that is restarted continues from its
-last finished experience instead of starting over.
+with ``weights_only=True``, and the experience's result as JSON), so a trial
+that is restarted continues from its last finished experience instead of
+starting over. A trial restored from its last experience's checkpoint (a driver
+killed between that report and the trial's end) reports that result again, so
+the driver can end its run FINISHED with the same final metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
@@ -34,6 +38,9 @@ from lifelong.strategies import build_strategy
 
 from .data_parallel import CHECKPOINT_FILE, train_data_parallel, workers_of
 from .shared import SharedStream, unpack
+
+RESULT_FILE = "result.json"
+"""The experience's reported result, kept in its checkpoint."""
 
 
 def build_learner(
@@ -137,6 +144,7 @@ def train_ahead(learner: Learner, node: str, out: queue.Queue[Any], stop: thread
             result = experience_result(learner, i, losses, node, last)
             d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
             torch.save(learner.state_dict(), d / CHECKPOINT_FILE)
+            (d / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
             out.put((result, d))
         out.put(None)
     except TrainingStopped:  # the trial's thread has stopped waiting for results
@@ -185,7 +193,12 @@ def train_trial(
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)
+            saved = Path(d) / RESULT_FILE
+            last = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else None
         learner.load_state_dict(state)
+        if learner.next_experience >= len(learner.experiences) and last is not None:
+            tune.report(last)  # trained to the end already: the driver needs the result
+            return
     else:
         learner.evaluate_untrained()
     node = ray.get_runtime_context().get_node_id()

@@ -116,6 +116,15 @@ def run(
             "default .lifelong/ray_results"
         ),
     ] = None,
+    spool_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LIFELONG_SPOOL_DIR",
+            help="where results are journalled while the tracking store is unreachable "
+            "(needs 64 MiB free); default .lifelong/spool beside a local store, or in "
+            "this directory for a tracking server",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -139,6 +148,7 @@ def run(
     """
     from lifelong.cluster.state import NothingToResume, resumable, state_dir
     from lifelong.cluster.sweep import ClusterConnectError, SweepInterrupted
+    from lifelong.platform.mlflow_io import SPOOL_ENV, SpoolFullError
     from lifelong.platform.runner import RunError, execute
     from lifelong.platform.spec import SpecError, load_experiment
 
@@ -151,6 +161,8 @@ def run(
 
         print_dry_run(experiment, out)
         return
+    if spool_dir is not None:  # read where the tracker is made (and by `lifelong sync`)
+        os.environ[SPOOL_ENV] = str(spool_dir.expanduser().resolve())
     name = experiment_name or experiment.name
     folder = state_dir(experiment_file, name, overrides=experiment.overrides)
     previous = state_file = None
@@ -183,6 +195,9 @@ def run(
         )
     except (SpecError, RunError, ClusterConnectError) as e:
         raise _bad_input(str(e)) from None
+    except SpoolFullError as e:
+        err.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     except (SweepInterrupted, KeyboardInterrupt) as e:
         again = "" if experiment.spec.tune else " --resume" + _own_sweep(folder)
         err.print(
@@ -575,26 +590,48 @@ def server(
 def sync(
     spool: Annotated[
         list[Path] | None,
-        typer.Argument(help="spool directories (default: every one under .lifelong/spool)"),
+        typer.Argument(
+            help="spool directories (default: every one under --spool-dir, .lifelong/spool "
+            "beside the tracking store and .lifelong/spool here)"
+        ),
     ] = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option(help="upload to this MLflow tracking URI instead of the one recorded"),
     ] = None,
+    spool_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="LIFELONG_SPOOL_DIR", help="the root `lifelong run --spool-dir` used"),
+    ] = None,
 ) -> None:
     """Upload results a sweep kept on disk while its tracking store was down.
 
     Each spool directory is replayed in order; what was uploaded before is
-    skipped, so running ``sync`` again duplicates nothing.
+    skipped, so running ``sync`` again duplicates nothing. A torn journal (cut
+    by a crash or a full disk) is skipped and reported; the exit code is 1 when
+    anything was left not uploaded.
     """
     from mlflow.exceptions import MlflowException
 
-    from lifelong.platform.mlflow_io import spool_dirs
+    from lifelong.platform.mlflow_io import (
+        SPOOL_ROOT,
+        TornJournalError,
+        cause,
+        default_spool_root,
+        spool_dirs,
+    )
     from lifelong.platform.mlflow_io import sync as sync_journal
+    from lifelong.platform.tracking import resolve_tracking_uri
 
-    dirs = spool or spool_dirs()
+    if spool:
+        dirs = list(spool)
+    else:
+        roots = [spool_dir] if spool_dir else []
+        store = resolve_tracking_uri(tracking_uri)
+        roots += [default_spool_root(store, env=False), SPOOL_ROOT.resolve()]
+        dirs = list(dict.fromkeys(d.resolve() for r in roots for d in spool_dirs(r)))
     if not dirs:
-        err.print("lifelong sync: nothing to upload (no spool under .lifelong/spool)")
+        err.print("lifelong sync: nothing to upload (no spool directory found)")
         return
     failed = False
     for d in dirs:
@@ -602,9 +639,13 @@ def sync(
             report = sync_journal(d, tracking_uri)
         except FileNotFoundError as e:
             raise _bad_input(str(e)) from None
+        except TornJournalError as e:
+            err.print(f"[red]skipped[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            failed = True
+            continue
         except (MlflowException, OSError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            err.print(f"[red]not synced[/] {d}: {first}", highlight=False, soft_wrap=True)
+            why = escape(cause(e))
+            err.print(f"[red]not synced[/] {d}: {why}", highlight=False, soft_wrap=True)
             failed = True
             continue
         out.print(

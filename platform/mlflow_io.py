@@ -22,20 +22,34 @@ before its connection dropped is not duplicated when it is sent again.
 
 Retries of single requests use MLflow's own HTTP settings
 (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``,
-``MLFLOW_HTTP_REQUEST_TIMEOUT``); lifelong lowers their defaults (2 retries,
-factor 1, 10 s) so that a store that is down costs seconds, not minutes, before
+``MLFLOW_HTTP_REQUEST_TIMEOUT``); lifelong lowers their defaults (1 retry,
+factor 1, 3 s per read) so that a store that is down or hung (a stopped
+process that still accepts connections) costs about 6 s, not minutes, before
 the client spools. Values already set in the environment are kept.
+
+Runs are created with a ``lifelong.create_key`` tag; replaying a ``create_run``
+whose answer was lost (a connection cut after the server created the run)
+finds that run instead of creating a second one.
+
+Journals live under :func:`default_spool_root` (beside a local store, or
+``.lifelong/spool`` for a server), or where ``LIFELONG_SPOOL_DIR`` (``lifelong
+run --spool-dir``) says; :func:`check_spool_space` refuses a root without room.
+A journal that cannot be written (its disk is full) raises
+:class:`SpoolFullError`, naming the directory and the option that chose it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +61,24 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 SPOOL_ROOT = Path(".lifelong") / "spool"
-"""Where journals are kept, relative to the working directory."""
+"""Where journals are kept for a tracking server, relative to the working directory."""
+
+SPOOL_ENV = "LIFELONG_SPOOL_DIR"
+"""Environment variable (set by ``--spool-dir``) naming the journals' root."""
+
+MIN_FREE_BYTES = 64 * 2**20
+"""Free space a spool root must have when a sweep starts."""
+
+CREATE_KEY = "lifelong.create_key"
+"""Tag that makes a replayed ``create_run`` idempotent."""
 
 PLACEHOLDER = "spool-"
 """Prefix of the IDs given to experiments and runs created while offline."""
 
 HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
 }
 
 _TRANSIENT = (
@@ -70,10 +93,25 @@ _TRANSIENT = (
     "temporarily unavailable",
     "database is locked",
     "failed to establish a new connection",
-    "error code 502",
-    "error code 503",
-    "error code 504",
+    "connection broken",
+    "incompleteread",
+    "chunkedencodingerror",
+    "protocolerror",
+    "remote end closed",
+    "too many 5",  # urllib3: "too many 500 error responses"
+    "database or disk is full",  # a local store's disk: the journal may live elsewhere
+    "no space left on device",
 )
+
+_SERVER_ERROR = re.compile(r"error code 5\d\d")
+
+
+class SpoolFullError(OSError):
+    """The journal could not be written: its disk is full (or it is not writable)."""
+
+
+class SpoolSpaceError(ValueError):
+    """A spool root has too little free space for a sweep to start."""
 
 
 def safe_name(text: str, *, max_len: int = 80) -> str:
@@ -93,6 +131,8 @@ def safe_name(text: str, *, max_len: int = 80) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` means the store is unreachable or busy (retry later), not a bad write."""
+    if isinstance(error, SpoolFullError):
+        return False
     if isinstance(error, ConnectionError | TimeoutError | OSError) and not isinstance(
         error, FileNotFoundError | PermissionError
     ):
@@ -102,12 +142,64 @@ def is_transient(error: BaseException) -> bool:
         code = getattr(error, "error_code", "")
         if code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"):
             return True
-    return any(word in text for word in _TRANSIENT)
+        if code == "INTERNAL_ERROR" and error.get_http_status_code() >= 500:
+            return True  # a 5xx: the server is broken, the write may be fine
+    return any(word in text for word in _TRANSIENT) or bool(_SERVER_ERROR.search(text))
+
+
+def cause(error: BaseException) -> str:
+    """One line saying why ``error`` happened: its innermost cause, not cut mid-word.
+
+    MLflow wraps a connection failure in several layers (``API request to ...
+    failed with exception HTTPConnectionPool(...): Max retries exceeded ...
+    (Caused by NewConnectionError(...: Connection refused))``); the last
+    ``Caused by`` is what a user needs.
+    """
+    text = " ".join(str(error).split()) or type(error).__name__
+    if "Caused by " in text:
+        text = text.rsplit("Caused by ", 1)[1].rstrip(")")
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>: ", "", text)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def default_spool_root(tracking_uri: str, *, env: bool = True) -> Path:
+    """Where journals go by default: beside a local store, else ``.lifelong/spool``.
+
+    ``LIFELONG_SPOOL_DIR`` (``--spool-dir``) overrides it unless ``env`` is false.
+    """
+    if env and os.environ.get(SPOOL_ENV):
+        return Path(os.environ[SPOOL_ENV]).expanduser().resolve()
+    for scheme in ("sqlite:///", "file://"):
+        if tracking_uri.startswith(scheme):
+            store = Path(tracking_uri[len(scheme) :].split("?", 1)[0])
+            return (store.parent / SPOOL_ROOT).resolve()
+    return SPOOL_ROOT.resolve()
+
+
+def check_spool_space(root: Path, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Refuse a spool root that cannot be created or has under ``min_free_bytes`` free.
+
+    Raises:
+        SpoolSpaceError: naming ``root`` and the option that chose it.
+    """
+    probe = Path(root)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < min_free_bytes:
+        raise SpoolSpaceError(
+            f"spool directory {root}: only {free / 2**20:.1f} MiB free on its disk "
+            f"(a tracking outage needs room for the journal); free some space or choose "
+            f"another disk with --spool-dir"
+        )
 
 
 def _apply_http_defaults() -> None:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # MLflow prints "View run ... at: URL" to stdout for every run an http store ends;
+    # interleaved with the progress display. The summary says where the runs are.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 # ---------------------------------------------------------------------- journal
@@ -134,13 +226,26 @@ class Journal:
         if tracking_uri is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             meta = {"tracking_uri": tracking_uri, "created": time.time(), "pid": os.getpid()}
-            (self.directory / "meta.json").write_text(json.dumps(meta))
+            _write_atomic(self.directory / "meta.json", json.dumps(meta))
         self._seq = len(self.entries())
 
     @property
     def tracking_uri(self) -> str:
-        """The tracking URI the journalled writes were meant for."""
-        return str(json.loads((self.directory / "meta.json").read_text())["tracking_uri"])
+        """The tracking URI the journalled writes were meant for.
+
+        Raises:
+            TornJournalError: ``meta.json`` is empty or not a journal's (cut by a crash
+                or a full disk before this version wrote it atomically).
+        """
+        path = self.directory / "meta.json"
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["tracking_uri"])
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            size = path.stat().st_size
+            raise TornJournalError(
+                f"{self.directory}: meta.json is torn ({size} bytes, not a journal's JSON); "
+                f"nothing in it can be uploaded"
+            ) from None
 
     def append(self, op: str, args: dict[str, Any], files: dict[str, str] | None = None) -> str:
         """Add a write; copy ``files`` (argument name -> path) into the journal. Return its key."""
@@ -179,6 +284,24 @@ class Journal:
             os.fsync(f.fileno())
 
 
+class TornJournalError(ValueError):
+    """A journal whose ``meta.json`` was cut (a crash or a full disk while writing it)."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -205,9 +328,10 @@ class ResilientClient:
     Args:
         tracking_uri: the MLflow tracking URI.
         sweep: a name for the journal directory (sanitised; a timestamp is added).
-        spool_root: where journals go (default ``.lifelong/spool``).
+        spool_root: where journals go (default :func:`default_spool_root`).
         probe_interval: seconds between reconnection attempts while offline.
-        grace_s: how long :meth:`close` waits for a store that is down.
+        grace_s: how long a read, or :meth:`close`, waits for a store that is down:
+            once per outage, however many of them wait.
         notify: called with one line when the client goes offline, comes back,
             or closes with writes left in the journal (default: print to stderr).
     """
@@ -226,7 +350,7 @@ class ResilientClient:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        root = Path(spool_root or SPOOL_ROOT).resolve()
+        root = Path(spool_root or default_spool_root(tracking_uri)).resolve()
         self.spool_dir = root / f"{safe_name(sweep, max_len=60)}-{stamp}-{os.getpid()}"
         self.probe_interval = probe_interval
         if grace_s is None:
@@ -239,7 +363,7 @@ class ResilientClient:
         self._journal: Journal | None = None
         self._ids: dict[str, str] = {}  # placeholder -> real ID
         self._next_probe = 0.0
-        self._gave_up = False  # a read waited grace_s in this outage already
+        self._grace_deadline: float | None = None  # when this outage's grace ends
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------- writes
@@ -270,7 +394,7 @@ class ResilientClient:
         args = {
             "experiment_id": experiment_id,
             "start_time": start_time or int(time.time() * 1000),
-            "tags": dict(tags or {}),
+            "tags": {**(tags or {}), CREATE_KEY: uuid.uuid4().hex},
             "run_name": run_name,
         }
         run_id = self._write("create_run", args)
@@ -347,8 +471,8 @@ class ResilientClient:
     def __getattr__(self, name: str) -> Any:
         """Anything else is the wrapped :class:`MlflowClient`'s (reads, mostly).
 
-        While the store is down such a call waits for it (up to ``grace_s``, once
-        per outage), since its answer cannot be journalled; then it raises.
+        While the store is down such a call waits for it (what is left of the
+        outage's ``grace_s``), since its answer cannot be journalled; then it raises.
         """
         if name.startswith("_") or name == "client":  # not set yet (e.g. while unpickling)
             raise AttributeError(name)
@@ -373,16 +497,21 @@ class ResilientClient:
         return call
 
     def _wait_online(self) -> bool:
-        """Offline: wait up to ``grace_s`` (once per outage) for the store; return online."""
+        """Offline: wait for the store until this outage's grace ends; return online.
+
+        The grace (``grace_s``) starts with the first wait of an outage; later waits
+        (a read, then :meth:`close`) share it, so an outage costs ``grace_s`` once.
+        """
         if not self.offline:
             return True
-        deadline = time.monotonic() + (0.0 if self._gave_up else self.grace_s)
+        if self._grace_deadline is None:
+            self._grace_deadline = time.monotonic() + self.grace_s
+        deadline = self._grace_deadline
         while True:
             self._next_probe = 0.0
             if self._ready():
                 return True
             if time.monotonic() >= deadline:
-                self._gave_up = True
                 return False
             time.sleep(min(self.probe_interval, max(0.0, deadline - time.monotonic())))
 
@@ -433,7 +562,7 @@ class ResilientClient:
                 raise
             return False
         self.offline = False
-        self._gave_up = False
+        self._grace_deadline = None
         self.notify(
             f"lifelong: tracking store {self.tracking_uri} is back; replayed "
             f"{self.replayed} journalled writes"
@@ -453,9 +582,8 @@ class ResilientClient:
 
     def _go_offline(self, error: BaseException) -> None:
         if not self.offline:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             self.notify(
-                f"lifelong: tracking store {self.tracking_uri} unreachable ({first}); "
+                f"lifelong: tracking store {self.tracking_uri} unreachable ({cause(error)}); "
                 f"training goes on, writes are kept in {self.spool_dir} and replayed "
                 f"when it answers"
             )
@@ -463,9 +591,21 @@ class ResilientClient:
         self._next_probe = time.monotonic() + self.probe_interval
 
     def _spool(self, op: str, args: dict[str, Any], files: dict[str, str] | None) -> Any:
-        if self._journal is None:
-            self._journal = Journal(self.spool_dir, tracking_uri=self.tracking_uri)
-        key = self._journal.append(op, args, files)
+        try:
+            if self._journal is None:
+                self._journal = Journal(self.spool_dir, tracking_uri=self.tracking_uri)
+            key = self._journal.append(op, args, files)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                why = "its disk is full"
+            else:
+                why = e.strerror or str(e)
+            raise SpoolFullError(
+                e.errno,
+                f"the tracking store {self.tracking_uri} is unreachable and its journal "
+                f"{self.spool_dir} cannot be written ({why}); free space there, or put the "
+                f"journal on another disk with --spool-dir, then resume the sweep",
+            ) from e
         self.spooled += 1
         return f"{PLACEHOLDER}{key}" if op in ("create_experiment", "create_run") else None
 
@@ -491,7 +631,6 @@ class ResilientClient:
         """
         with self._lock:
             if wait:
-                self._gave_up = False
                 self._wait_online()
             left = self.pending()
             if left:
@@ -519,14 +658,26 @@ def _translate(value: Any, ids: dict[str, str]) -> Any:
     return value
 
 
-def _apply(client: MlflowClient, op: str, args: dict[str, Any]) -> Any:
-    """Perform one write on ``client``; return the created ID for create ops."""
+def _apply(client: MlflowClient, op: str, args: dict[str, Any], *, replay: bool = False) -> Any:
+    """Perform one write on ``client``; return the created ID for create ops.
+
+    ``replay``: the write comes from a journal; it may have reached the store
+    before (its answer lost), so a created run is looked up first.
+    """
     if op == "create_experiment":
         existing = client.get_experiment_by_name(args["name"])
         if existing is not None:  # idempotent: another process or an earlier replay made it
             return existing.experiment_id
         return client.create_experiment(**args)
     if op == "create_run":
+        if replay and CREATE_KEY in args["tags"]:  # its answer may have been lost, not it
+            found = client.search_runs(
+                [args["experiment_id"]],
+                filter_string=f"tags.`{CREATE_KEY}` = '{args['tags'][CREATE_KEY]}'",
+                max_results=1,
+            )
+            if found:
+                return found[0].info.run_id
         return client.create_run(**args).info.run_id
     if op == "log_batch":
         client.log_batch(
@@ -567,7 +718,7 @@ def replay_entries(
         args = _translate(entry.args, ids)
         if entry.op == "log_artifact":
             args["local_path"] = str(journal.directory / args["local_path"])
-        result = _apply(client, entry.op, args)
+        result = _apply(client, entry.op, args, replay=True)
         journal.mark_done(entry.key, result)
         if result is not None:
             ids[f"{PLACEHOLDER}{entry.key}"] = result
@@ -603,6 +754,26 @@ def sync(directory: Path, tracking_uri: str | None = None) -> SyncReport:
     before = len(journal.results())
     replayed = sum(1 for _ in replay_entries(journal, client, {}))
     return SyncReport(directory, uri, replayed, before)
+
+
+def sync_pending(tracking_uri: str, roots: list[Path]) -> list[SyncReport]:
+    """Upload every journal under ``roots`` meant for ``tracking_uri`` with writes pending.
+
+    Done before a sweep resumes, so that the runs it reads back are as the
+    journal left them (a run that FINISHED while the store was down is FINISHED).
+    Torn journals are left for ``lifelong sync`` to report.
+    """
+    reports = []
+    for root in dict.fromkeys(Path(r).resolve() for r in roots):
+        for d in spool_dirs(root):
+            journal = Journal(d)
+            try:
+                if journal.tracking_uri != tracking_uri or not journal.pending():
+                    continue
+            except TornJournalError:
+                continue
+            reports.append(sync(d))
+    return reports
 
 
 def spool_dirs(root: Path | None = None) -> list[Path]:

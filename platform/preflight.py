@@ -1,8 +1,9 @@
 """Checks made before a sweep starts anything: every path it will write is writable.
 
-A sweep writes three places: ``--storage`` (the trials' checkpoints), the
-working directory's ``.lifelong/`` (sweep states, journals, staged plugins) and,
-for the embedded store, the SQLite file's directory. Each is checked by
+A sweep writes four places: ``--storage`` (the trials' checkpoints), the
+working directory's ``.lifelong/`` (sweep states, staged plugins), the
+journal's root (``--spool-dir``; it must also have room) and, for the embedded
+store, the SQLite file's directory. Each is checked by
 creating (and removing) a file in it, the only test a read-only file system or
 a full disk answers truthfully, so an unwritable path is one message naming
 the option that chose it before Ray starts or a run is logged.
@@ -62,7 +63,8 @@ def check_sweep_paths(storage: str | None, tracking_uri: str, *, checkpoints: bo
     ``checkpoints``: whether trials keep checkpoints (not in the in-process runner).
 
     Raises:
-        UnwritablePath: naming ``--storage``, ``--tracking-uri`` or the working directory.
+        UnwritablePath: naming ``--storage``, ``--tracking-uri``, ``--spool-dir`` (also
+            when its disk has under 64 MiB free) or the working directory.
     """
     check_writable(STATE_ROOT.resolve(), "the working directory (its .lifelong/ folder)")
     if checkpoints and (storage is None or storage.startswith("file://") or "://" not in storage):
@@ -73,6 +75,18 @@ def check_sweep_paths(storage: str | None, tracking_uri: str, *, checkpoints: bo
         check_writable(db.parent, f"--tracking-uri ({tracking_uri})")
         if db.exists() and not os.access(db, os.W_OK):
             raise UnwritablePath(f"--tracking-uri ({tracking_uri}): {db} is read-only")
+    from lifelong.platform.mlflow_io import (
+        SpoolSpaceError,
+        check_spool_space,
+        default_spool_root,
+    )
+
+    spool = default_spool_root(tracking_uri)
+    check_writable(spool, "--spool-dir")
+    try:
+        check_spool_space(spool)
+    except SpoolSpaceError as e:
+        raise UnwritablePath(str(e)) from None
 
 
 def create_store(tracking_uri: str) -> None:

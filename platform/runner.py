@@ -146,6 +146,8 @@ def execute(
         create_store(uri)
     except UnwritablePath as e:
         raise RunError(str(e)) from None
+    if resume is not None:
+        _sync_journals(uri, console)
     streams = cache_features(experiment, streams, console)
     stream: Any = streams if len(streams) > 1 else next(iter(streams.values()))
     first = next(iter(streams.values()))
@@ -186,6 +188,27 @@ def execute(
         (state_file, state_folder),
         console,
     )
+
+
+def _sync_journals(uri: str, console: Console) -> None:
+    """Before a resume: upload what earlier drivers journalled for ``uri`` (see ``sync``)."""
+    from mlflow.exceptions import MlflowException
+
+    from lifelong.platform.mlflow_io import SPOOL_ROOT, cause, default_spool_root, sync_pending
+
+    try:
+        reports = sync_pending(uri, [default_spool_root(uri), SPOOL_ROOT])
+    except (MlflowException, OSError) as e:
+        raise RunError(
+            f"the sweep's journal of writes could not be uploaded to {uri} ({cause(e)}); "
+            f"resume once the store answers (or upload it first with: lifelong sync)"
+        ) from None
+    for r in reports:
+        console.print(
+            f"lifelong: uploaded {r.replayed} journalled writes from {r.directory} first",
+            highlight=False,
+            markup=False,
+        )
 
 
 def cache_features(

@@ -62,6 +62,8 @@ class TrialOutcome:
     final: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     logged_steps: set[int] = field(default_factory=set)
+    logged_keys: set[str] = field(default_factory=set)
+    restarts: int = 0
     node_id: str | None = None
 
 
@@ -172,6 +174,8 @@ class SweepTracker:
             outcome.error = run.data.tags.get("lifelong.error")
             history = self.client.get_metric_history(run.info.run_id, "acc/avg")
             outcome.logged_steps = {m.step for m in history}
+            outcome.logged_keys = set(run.data.metrics)
+            outcome.restarts = int(run.data.tags.get("lifelong.restarts", 0))
             if run.info.status == "FINISHED":
                 outcome.final = dict(run.data.metrics)
                 outcome.R = self._logged_matrix(run.info.run_id, run.data.metrics)
@@ -319,9 +323,10 @@ class SweepTracker:
         extra = {
             k: v for k, v in outcome.final.items() if k not in ("acc/avg", "bwt", "forgetting/avg")
         }
-        self.client.log_batch(
-            outcome.run_id, metrics=[Metric(k, float(v), now, last) for k, v in extra.items()]
-        )
+        if not extra.keys() & outcome.logged_keys:  # a driver killed after this batch: once
+            self.client.log_batch(
+                outcome.run_id, metrics=[Metric(k, float(v), now, last) for k, v in extra.items()]
+            )
         with tempfile.TemporaryDirectory() as d:
             npz = Path(d) / "accuracy_matrix.npz"  # the whole matrix, compressed, nan kept
             np.savez_compressed(npz, R=R, untrained=untrained)
@@ -350,6 +355,19 @@ class SweepTracker:
         outcome.error = reason
         self.client.set_tag(outcome.run_id, "lifelong.early_stopped", reason[:5000])
         self.client.set_terminated(outcome.run_id, status="KILLED")
+
+    def trial_restarted(self, trial_id: str, reason: str) -> int:
+        """Record that the trial failed and Tune restarts it (``max_failures``).
+
+        The run counts them in the tag ``lifelong.restarts`` and keeps each reason
+        as ``lifelong.restart_<n>``; returns the count.
+        """
+        outcome = self.outcomes[trial_id]
+        outcome.restarts += 1
+        n = outcome.restarts
+        self.client.set_tag(outcome.run_id, f"lifelong.restart_{n}", reason[:5000])
+        self.client.set_tag(outcome.run_id, "lifelong.restarts", str(n))
+        return n
 
     def trial_failed(self, trial_id: str, reason: str) -> None:
         """End the trial's run FAILED with ``reason`` as a tag and a text artifact."""

@@ -410,6 +410,12 @@ def test_sigkill_trial_worker_resumes_from_checkpoint(cluster: Cluster) -> None:
     assert len(again) == 1 and again[0][2] != victim  # the one affected trial, restarted
     assert not [r for r in log_lines(d) if r[1] == 0 and r[4] > t_kill]  # from its checkpoint
     nodes = check_mlflow(uri, "workerkill", ref)
+    assert "restarted (1 of at most 3) after:" in output, output[-4000:]  # said, and recorded:
+    restarted = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("workerkill").experiment_id],
+        "tags.`lifelong.restarts` = '1'",
+    )
+    assert len(restarted) == 1 and "lifelong.restart_1" in restarted[0].data.tags
     print(f"\nFIGURES worker SIGKILL: faults 1, trials affected 1, finished {len(nodes)}/3")
 
 
