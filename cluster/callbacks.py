@@ -22,6 +22,14 @@ def trial_spec(trial: Trial) -> TrialSpec:
     return trial_from_config(trial.config)
 
 
+class StorageFull(OSError):
+    """A trial's checkpoint could not be written: the disk under ``--storage`` is full."""
+
+
+def _storage_full(reason: str) -> bool:
+    return "No space left on device" in reason or "[Errno 28]" in reason
+
+
 def error_reason(trial: Trial) -> str:
     """The exception line of a failed trial's traceback (``DivergenceError: ...``)."""
     text = ""
@@ -171,6 +179,8 @@ class TrackingCallback(Callback):
         if spec.trial_id not in self.tracker.outcomes:
             self.tracker.trial_started(spec)
         reason = error_reason(trial)
+        if _storage_full(reason):
+            raise StorageFull(28, reason)  # a restart would fail the same way: stop the sweep
         n = self.tracker.trial_restarted(spec.trial_id, reason)
         self.progress.restarted(spec.trial_id, reason, n, self.tracker.experiment.spec.max_failures)
 
@@ -182,5 +192,7 @@ class TrackingCallback(Callback):
         if spec.trial_id not in self.tracker.outcomes:
             self.tracker.trial_started(spec)
         reason = error_reason(trial)
+        if _storage_full(reason):  # not the trial's fault: it is KILLED, the sweep stops
+            raise StorageFull(28, reason)
         self.tracker.trial_failed(spec.trial_id, reason)
         self.progress.failed(spec.trial_id, reason)

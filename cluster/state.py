@@ -45,6 +45,8 @@ class SweepState:
         host, driver_pid, driver_started: the driver process (its start time tells
             it from a later process that got the same pid).
         started_at: when the sweep started (seconds since the epoch).
+        storage_full: the sweep stopped because ``--storage`` was full; what Tune
+            left there is not trusted, and a resume runs the unfinished trials anew.
     """
 
     experiment_file: str
@@ -59,6 +61,7 @@ class SweepState:
     driver_pid: int = 0
     driver_started: float = 0.0
     started_at: float = field(default_factory=time.time)
+    storage_full: bool = False
 
     def save(self, path: Path) -> None:
         """Write the state atomically (a killed driver never leaves half a file)."""

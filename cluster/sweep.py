@@ -31,7 +31,7 @@ from lifelong.platform.spec import Experiment, ExperimentSpec, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
 
-from .callbacks import ACTIVE, TrackingCallback, finish_from_result
+from .callbacks import ACTIVE, StorageFull, TrackingCallback, finish_from_result
 from .data_parallel import RELAY_RESOURCES, max_concurrent, node_resources
 from .progress import SweepProgress
 from .shared import SharedStream
@@ -177,13 +177,16 @@ def plugin_imports(
 @contextlib.contextmanager
 def _quiet_tune() -> Iterator[None]:
     """Silence Tune's own console output; lifelong reports progress and errors itself."""
-    logger = logging.getLogger("ray.tune")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    # The syncer's tracebacks (a full --storage) too: the sweep stops with one message.
+    loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.train._internal.syncer")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class SweepInterrupted(RuntimeError):
@@ -317,14 +320,16 @@ def run_sweep(
         if o.status == "FINISHED":
             progress.state[o.trial.trial_id] = "finished"
     to_run, restarted = trials, False
-    if resume is not None and not _tune_saved(state.tune_path):
-        # Killed before Tune's first save (its first second): nothing of Tune's to
-        # restore. The trials not yet ended run again, into their MLflow runs (the
-        # steps they logged are not logged twice), in a new Tune run folder.
+    if resume is not None and (state.storage_full or not _tune_saved(state.tune_path)):
+        # Killed before Tune's first save (its first second), or stopped by a full
+        # --storage (Tune's files there may be cut): nothing of Tune's to restore.
+        # The trials not yet ended run again, into their MLflow runs (the steps
+        # they logged are not logged twice), in a new Tune run folder.
         ended = {t for t, o in tracker.outcomes.items() if o.status in ("FINISHED", "FAILED")}
         to_run = [t for t in trials if t.trial_id not in ended]
         state.tune_path = f"{state.tune_path}-restarted-{time.time_ns() % 10**6}"
         resume, restarted = None, True
+        state.storage_full = False
     state.status = RUNNING
     state.claim()
     if state_file is not None:
@@ -379,7 +384,18 @@ def run_sweep(
     try:
         with progress, _quiet_tune(), _sigterm_as_sigint():
             grid = tuner.fit() if tuner is not None else []
-    except BaseException:
+    except BaseException as error:
+        full = _cause(error, StorageFull)
+        if full is not None:
+            where = state.tune_path.rpartition("/")[0]
+            message = (
+                f"no space left on device under --storage {where}: a trial's checkpoint "
+                f"could not be written ({full.strerror})"
+            )
+            tracker.abort(f"the sweep stopped: {message}")
+            state.storage_full = True
+            _save_status(state, state_file, INTERRUPTED)
+            raise StorageFullStop(message, tracker.outcomes, len(trials)) from None
         tracker.abort("the sweep was interrupted")
         _save_status(state, state_file, INTERRUPTED)
         raise
@@ -401,6 +417,30 @@ def run_sweep(
     _save_status(state, state_file, ENDED)
     by_id = tracker.outcomes
     return [by_id[t.trial_id] for t in trials if t.trial_id in by_id]
+
+
+class StorageFullStop(RuntimeError):
+    """The sweep stopped because the disk under ``--storage`` is full.
+
+    Its unfinished trials' runs are KILLED; ``finished`` of ``total`` trials ended.
+    Once there is room, ``lifelong run <file> --resume`` runs the others.
+    """
+
+    def __init__(self, message: str, outcomes: dict[str, TrialOutcome], total: int) -> None:
+        super().__init__(message)
+        self.finished = sorted(t for t, o in outcomes.items() if o.status == "FINISHED")
+        self.total = total
+
+
+def _cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``error`` or the first exception of its cause/context chain that is a ``kind``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return None
 
 
 def _finish_terminated(tracker: SweepTracker, grid: Any) -> None:

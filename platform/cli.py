@@ -147,7 +147,7 @@ def run(
     their checkpoints and exits 130; ``--resume`` then finishes the sweep.
     """
     from lifelong.cluster.state import NothingToResume, resumable, state_dir
-    from lifelong.cluster.sweep import ClusterConnectError, SweepInterrupted
+    from lifelong.cluster.sweep import ClusterConnectError, StorageFullStop, SweepInterrupted
     from lifelong.platform.mlflow_io import SPOOL_ENV, SpoolFullError
     from lifelong.platform.runner import RunError, execute
     from lifelong.platform.spec import SpecError, load_experiment
@@ -195,6 +195,16 @@ def run(
         )
     except (SpecError, RunError, ClusterConnectError) as e:
         raise _bad_input(str(e)) from None
+    except StorageFullStop as e:
+        done = ", ".join(e.finished) or "none"
+        err.print(
+            f"[bold red]error:[/] {escape(str(e))}. {len(e.finished)} of {e.total} trials "
+            f"finished ({escape(done)}); the others are KILLED in MLflow. Free space there, "
+            f"then continue with: lifelong run {experiment_file} --resume{_own_sweep(folder)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     except SpoolFullError as e:
         err.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None

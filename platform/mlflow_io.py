@@ -43,6 +43,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -194,12 +195,33 @@ def check_spool_space(root: Path, *, min_free_bytes: int = MIN_FREE_BYTES) -> No
         )
 
 
+class _HandledStoreErrors(logging.Filter):
+    """Drops MLflow's own traceback of a local store's error that the client handles.
+
+    MLflow logs every SQLAlchemy error with its traceback before raising it; a
+    full disk or a locked file is an outage here, said once in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        text = text.lower()
+        return not ("database or disk is full" in text or "database is locked" in text)
+
+
+_STORE_FILTER = _HandledStoreErrors()
+
+
 def _apply_http_defaults() -> None:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     # MLflow prints "View run ... at: URL" to stdout for every run an http store ends;
     # interleaved with the progress display. The summary says where the runs are.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    if _STORE_FILTER not in store_log.filters:
+        store_log.addFilter(_STORE_FILTER)
 
 
 # ---------------------------------------------------------------------- journal

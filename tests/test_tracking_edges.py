@@ -2,14 +2,12 @@
 journals, the grace waited once, and a full disk under the journal.
 
 The full-disk tests mount a 1 MiB tmpfs (root only; skipped with the reason
-otherwise).
+otherwise; ``tmpfs`` in conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,21 +123,9 @@ def test_sync_skips_and_reports_a_torn_journal(in_tmp: Path) -> None:
 
 # ------------------------------------------------------------------ full disks
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, mounted for the test (needs root)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=True)
+def small_disk(tmpfs) -> Path:
+    """A 1 MiB file system (see ``tmpfs`` in conftest.py)."""
+    return tmpfs("1m")
 
 
 def test_a_full_journal_disk_is_one_error_naming_it_and_the_option(
