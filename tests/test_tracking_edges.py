@@ -161,3 +161,21 @@ def test_a_spool_dir_without_room_is_refused_before_the_sweep(
     assert not (in_tmp / "mlflow.db").exists() or not MlflowClient(
         f"sqlite:///{in_tmp / 'mlflow.db'}"
     ).get_experiment_by_name("roomless")
+
+
+def test_a_resume_uploads_the_pending_journals_of_its_store_first(in_tmp: Path) -> None:
+    from lifelong.platform.mlflow_io import sync_pending
+
+    mine, other = (f"sqlite:///{in_tmp / n}" for n in ("mine.db", "other.db"))
+    root = in_tmp / "spool"
+    Journal(root / "a", tracking_uri=mine).append("create_experiment", {"name": "from-a"})
+    Journal(root / "b", tracking_uri=other).append("create_experiment", {"name": "from-b"})
+    done = Journal(root / "c", tracking_uri=mine)
+    done.mark_done(done.append("create_experiment", {"name": "never"}))  # replayed before
+    (root / "torn").mkdir()
+    (root / "torn" / "meta.json").write_bytes(b"")
+    reports = sync_pending(mine, [root, root])
+    assert [(r.directory.name, r.replayed) for r in reports] == [("a", 1)]
+    assert MlflowClient(mine).get_experiment_by_name("from-a") is not None
+    assert MlflowClient(mine).get_experiment_by_name("never") is None
+    assert Journal(root / "b").pending()  # another store's journal is left alone
