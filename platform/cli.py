@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -161,64 +163,80 @@ def run(
 
         print_dry_run(experiment, out)
         return
-    if spool_dir is not None:  # read where the tracker is made (and by `lifelong sync`)
-        os.environ[SPOOL_ENV] = str(spool_dir.expanduser().resolve())
-    name = experiment_name or experiment.name
-    folder = state_dir(experiment_file, name, overrides=experiment.overrides)
-    previous = state_file = None
-    if sweep is not None and not resume:
-        raise _bad_input("--sweep picks the sweep that --resume continues; give --resume too")
-    if resume:
+    # read where the tracker is made (and by `lifelong sync`); restored after, for callers
+    # that run several commands in one process
+    with _env(SPOOL_ENV, None if spool_dir is None else str(spool_dir.expanduser().resolve())):
+        name = experiment_name or experiment.name
+        folder = state_dir(experiment_file, name, overrides=experiment.overrides)
+        previous = state_file = None
+        if sweep is not None and not resume:
+            raise _bad_input("--sweep picks the sweep that --resume continues; give --resume too")
+        if resume:
+            try:
+                state_file, previous = resumable(folder, sweep)
+            except NothingToResume as e:
+                raise _bad_input(f"{experiment_file}: {e}") from None
+            if previous.file_sha256 != experiment.digest:
+                raise _bad_input(
+                    f"{experiment_file} (or its command-line overrides) changed since its sweep "
+                    "started; a resumed sweep must run the same trials (give the same overrides, "
+                    "or run it without --resume for a new sweep)"
+                )
         try:
-            state_file, previous = resumable(folder, sweep)
-        except NothingToResume as e:
-            raise _bad_input(f"{experiment_file}: {e}") from None
-        if previous.file_sha256 != experiment.digest:
-            raise _bad_input(
-                f"{experiment_file} (or its command-line overrides) changed since its sweep "
-                "started; a resumed sweep must run the same trials (give the same overrides, "
-                "or run it without --resume for a new sweep)"
+            results = execute(
+                experiment,
+                address=address,
+                tracking_uri=tracking_uri,
+                experiment_name=name,
+                num_cpus=num_cpus,
+                storage=storage,
+                resume=previous,
+                state_file=state_file,
+                state_folder=folder,
+                in_process=in_process,
+                console=err,
             )
+        except (SpecError, RunError, ClusterConnectError) as e:
+            raise _bad_input(str(e)) from None
+        except StorageFullStop as e:
+            done = ", ".join(e.finished) or "none"
+            err.print(
+                f"[bold red]error:[/] {escape(str(e))}. {len(e.finished)} of {e.total} trials "
+                f"finished ({escape(done)}); the others are KILLED in MLflow. Free space there, "
+                f"then continue with: lifelong run {experiment_file} --resume{_own_sweep(folder)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+        except SpoolFullError as e:
+            err.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except (SweepInterrupted, KeyboardInterrupt) as e:
+            again = "" if experiment.spec.tune else " --resume" + _own_sweep(folder)
+            err.print(
+                f"[bold yellow]stopped:[/] {escape(str(e) or 'interrupted')}; unfinished trials "
+                f"are KILLED in MLflow, their checkpoints kept. Continue with: lifelong run "
+                f"{experiment_file}{again}" + (f" --address {address}" if address else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
+        _print_results(results, experiment)
+
+
+@contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    """Set environment variable ``name`` to ``value`` (unless None) for a block, then restore it."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
-        results = execute(
-            experiment,
-            address=address,
-            tracking_uri=tracking_uri,
-            experiment_name=name,
-            num_cpus=num_cpus,
-            storage=storage,
-            resume=previous,
-            state_file=state_file,
-            state_folder=folder,
-            in_process=in_process,
-            console=err,
-        )
-    except (SpecError, RunError, ClusterConnectError) as e:
-        raise _bad_input(str(e)) from None
-    except StorageFullStop as e:
-        done = ", ".join(e.finished) or "none"
-        err.print(
-            f"[bold red]error:[/] {escape(str(e))}. {len(e.finished)} of {e.total} trials "
-            f"finished ({escape(done)}); the others are KILLED in MLflow. Free space there, "
-            f"then continue with: lifelong run {experiment_file} --resume{_own_sweep(folder)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
-    except SpoolFullError as e:
-        err.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}", soft_wrap=True)
-        raise typer.Exit(1) from None
-    except (SweepInterrupted, KeyboardInterrupt) as e:
-        again = "" if experiment.spec.tune else " --resume" + _own_sweep(folder)
-        err.print(
-            f"[bold yellow]stopped:[/] {escape(str(e) or 'interrupted')}; unfinished trials are "
-            f"KILLED in MLflow, their checkpoints kept. Continue with: lifelong run "
-            f"{experiment_file}{again}" + (f" --address {address}" if address else ""),
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
-    _print_results(results, experiment)
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def ui_hint(uri: str) -> str:
