@@ -48,7 +48,7 @@ from lifelong.platform.task_loss import (
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.augment import build_augment
 from lifelong.scenarios.stream import Experience, Stream
-from lifelong.strategies.base import Batch, Context, Strategy
+from lifelong.strategies.base import Batch, Context, Strategy, check_state
 
 
 def _first_nonfinite(values: Tensor) -> Tensor:
@@ -59,6 +59,17 @@ def _first_nonfinite(values: Tensor) -> Tensor:
 
 Batches = Iterator[tuple[Tensor, Tensor, Tensor | None]]
 """One epoch's ``(x, y, index)`` training batches on the device."""
+
+
+def _scalar(value: Any, strategy: Strategy, hook: str, name: str) -> Tensor:
+    """``value`` if it is a 0-dim tensor; else an error naming the strategy, hook and term."""
+    if isinstance(value, Tensor) and value.dim() == 0:
+        return value
+    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
+    raise TypeError(
+        f"strategy {strategy.name!r}: {hook} gave loss term {name!r} as {got}; a loss "
+        f"term is a 0-dim tensor (e.g. .sum() or .mean() it; a Python number has no gradient)"
+    )
 
 
 def _overrides(strategy: Strategy, hook: str) -> bool:
@@ -184,10 +195,15 @@ class Learner:
             multi_head = stream.protocol == "task_incremental"
         task_classes = stream.task_classes if multi_head else []
         encoded = is_encoded(stream, model_config)  # the frozen backbone's features
-        model = build_model(
-            model_config, stream.input_shape, stream.n_classes, task_classes, encoded=encoded
+        self._build = functools.partial(
+            build_model,
+            model_config,
+            stream.input_shape,
+            stream.n_classes,
+            task_classes,
+            encoded=encoded,
         )
-        self.model: ContinualModel = self.fabric.to_device(model)
+        self.model: ContinualModel = self.fabric.to_device(self._build())
         self.device = self.fabric.device
         if parallel is not None:
             _check_data_parallel(self.model, model_config, parallel)
@@ -228,6 +244,8 @@ class Learner:
         self._named: dict[str, torch.nn.Parameter] = {}  # name -> parameter, per experience
         self._loss_hooks: list[Strategy] = []
         self._backward_hooks: list[Strategy] = []
+        self._hooks: dict[str, list[Strategy]] = {}  # per-step hook -> who overrides it
+        self._ctx: Context | None = None  # the training context, while an experience trains
         self._seen: Tensor | None = None  # bce_seen: the classes seen so far
         self._loss_columns: Tensor | None = None  # bce_seen: the classes the loss covers
 
@@ -238,7 +256,32 @@ class Learner:
     # ------------------------------------------------------------------ loop
     def context(self, experience: Experience) -> Context:
         """Return the hook context for ``experience`` (tensors on the device)."""
-        return Context(self.model, self.optimizer, self.stream, experience, self.device, self.step)
+        return Context(
+            self.model,
+            self.optimizer,
+            self.stream,
+            experience,
+            self.device,
+            self.step,
+            seed=self.seed,
+            fresh_model=self.fresh_model,
+        )
+
+    @property
+    def _step_now(self) -> int:
+        return self._ctx.step if self._ctx is not None else self.step
+
+    def fresh_model(self, seed: int | None = None) -> ContinualModel:
+        """A new copy of the model as this trial built it, on the device (``Context``).
+
+        Drawn with ``seed`` (default: derived from the trial's seed and the current
+        step, so it is the same after a resume); the learner's RNG streams are kept.
+        """
+        if seed is None:
+            seed = int(np.random.SeedSequence([self.seed, 7, self._step_now]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            torch.manual_seed(seed)
+            return self.fabric.to_device(self._build())
 
     def train_experience(self, i: int) -> dict[str, float]:
         """Train on experience ``i``; return the mean of each loss term over its steps."""
@@ -263,6 +306,15 @@ class Learner:
         # Only the strategies that override a per-step hook are called per step.
         self._loss_hooks = [s for s in self.strategies if _overrides(s, "loss_terms")]
         self._backward_hooks = [s for s in self.strategies if _overrides(s, "on_after_backward")]
+        self._hooks = {
+            h: [s for s in self.strategies if _overrides(s, h)]
+            for h in ("transform_batch", "task_loss", "on_task_gradient", "on_after_step")
+        }
+        epoch_hooks = {
+            h: [s for s in self.strategies if _overrides(s, h)]
+            for h in ("on_epoch_start", "on_epoch_end")
+        }
+        self._ctx = ctx
         totals: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
         anytime = self.training.anytime_every
@@ -272,6 +324,9 @@ class Learner:
             for epoch in range(self.training.epochs):
                 self._check_stop(i)
                 self._epoch_start_step = ctx.step
+                ctx.epoch = epoch
+                for s in epoch_hooks["on_epoch_start"]:
+                    s.on_epoch_start(ctx)
                 for x, y, index in epoch_batches():
                     step = ctx.step
                     terms = self._step(ctx, x, y, exp.task_id, index)
@@ -281,10 +336,13 @@ class Learner:
                     self.samples_seen += y.shape[0]
                     if anytime and ctx.step % anytime == 0:
                         self._anytime(i)
+                for s in epoch_hooks["on_epoch_end"]:
+                    s.on_epoch_end(ctx)
                 self._end_epoch(history, totals, counts, i, epoch, ctx.step)
         for s in self.strategies if ends else ():
             s.on_experience_end(ctx)
         self.step = ctx.step
+        self._ctx = None
         means = torch.stack([totals[k] for k in totals]).tolist() if totals else []
         return {k: m / counts[k] for k, m in zip(totals, means, strict=True)}
 
@@ -337,6 +395,8 @@ class Learner:
         self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor | None
     ) -> dict[str, Tensor]:
         weight = 1.0  # this worker's share of the batch (data parallel), else all of it
+        for s in self._hooks["transform_batch"]:
+            x, y = s.transform_batch(ctx, x, y)
         if self.parallel is not None:
             shard = self.parallel.shard(x, y, index, (y != IGNORE) if self.text else None)
             x, y, index, weight = shard.x, shard.y, shard.index, shard.weight
@@ -353,36 +413,48 @@ class Learner:
             else:  # the shard's share of the batch's token mean (a shard may score none)
                 total = F.cross_entropy(logits, y[scored], reduction="sum")
                 loss = total * (weight / max(1, logits.shape[0]))
-            terms = {"ce": loss.detach()}
+            task = "ce"
         elif self._loss_columns is not None:
             logits = self.model.classify(features, task_id)
             loss = bce_seen(logits, y, self._loss_columns) * weight
-            terms = {"bce": loss.detach()}
+            task = "bce"
         else:
             logits = self.model.classify(features, task_id)
             loss = F.cross_entropy(logits, y)
             if self.parallel is not None:
                 loss = loss * weight
-            terms = {"ce": loss.detach()}
-        if self._loss_hooks:
-            batch = Batch(x, y, task_id, features, logits, index)
-            for s in self._loss_hooks:
-                for name, value in s.loss_terms(ctx, batch).items():
-                    if name in terms:
-                        raise ValueError(
-                            f"loss term {name!r} of strategy {s.name!r} is already used"
-                        )
-                    if self.parallel is not None:  # counts once summed over workers
-                        value = value * weight
-                    terms[name] = value.detach()
-                    self._term_owner[name] = f"strategy {s.name!r}"
-                    loss = loss + value
+            task = "ce"
+        batch = Batch(x, y, task_id, features, logits, index)
+        for s in self._hooks["task_loss"]:
+            loss = _scalar(s.task_loss(ctx, batch, loss), s, "task_loss", task)
+            self._term_owner[task] = f"the task loss as strategy {s.name!r} returns it"
+        terms = {task: loss.detach()}
+        task_loss, penalty = loss, None
+        for s in self._loss_hooks:
+            for name, value in s.loss_terms(ctx, batch).items():
+                _scalar(value, s, "loss_terms", name)
+                if name in terms:
+                    raise ValueError(f"loss term {name!r} of strategy {s.name!r} is already used")
+                if self.parallel is not None:  # counts once summed over workers
+                    value = value * weight
+                terms[name] = value.detach()
+                self._term_owner[name] = f"strategy {s.name!r}"
+                loss = loss + value
+                if self._hooks["on_task_gradient"]:
+                    penalty = value if penalty is None else penalty + value
         # What ``optimizer.zero_grad(set_to_none=True)`` does, without its per-call
         # profiler context (~50 us a step on a 2-core CPU): the optimizer steps exactly
         # the model's parameters (``TrainingConfig.make_optimizer``).
         for p in self._params:
             p.grad = None
-        loss.backward()
+        if self._hooks["on_task_gradient"]:  # the task gradient alone, then the terms'
+            task_loss.backward(retain_graph=penalty is not None)
+            for s in self._hooks["on_task_gradient"]:
+                s.on_task_gradient(ctx)
+            if penalty is not None:
+                penalty.backward()
+        else:
+            loss.backward()
         if self.parallel is not None:  # every worker now holds the whole batch's gradient
             self.parallel.all_reduce_gradients(self._params)
         for s in self._backward_hooks:
@@ -394,6 +466,8 @@ class Learner:
             self._protected_step(ctx)
         elif not plain_sgd_step(self.optimizer):
             self.optimizer.step()
+        for s in self._hooks["on_after_step"]:
+            s.on_after_step(ctx)
         ctx.step += 1
         return terms
 
@@ -513,22 +587,30 @@ class Learner:
         accs = []
         bs = self.training.eval_batch_size
         hooks = [s for s in self.strategies if _overrides(s, "on_eval_start")]
+        logit_hooks = [s for s in self.strategies if _overrides(s, "eval_logits")]
         saved = [p.detach().clone() for p in self.model.parameters()] if hooks else []
         mine = columns if self.parallel is None else self.parallel.mine(columns)
         with self.fabric.autocast():
             for j in mine:
                 exp = self.experiences[j]
+                ctx = self.context(exp)
                 for s in hooks:
-                    s.on_eval_start(self.context(exp))
+                    s.on_eval_start(ctx)
                 correct = torch.zeros((), dtype=torch.long, device=self.device)
                 x_test, y_test = eval_tensors(exp)  # a streamed experience's stay on the host
                 for start in range(0, exp.n_test, bs):
                     x = x_test[start : start + bs].to(self.device, non_blocking=True)
                     y = y_test[start : start + bs].to(self.device, non_blocking=True)
                     if self.text:  # exact match: every response token argmax-correct
-                        correct += self._exact_matches(x, y, exp.task_id)
+                        correct += self._exact_matches(x, y, exp.task_id, ctx, logit_hooks)
                         continue
-                    logits = self.model(x, exp.task_id)
+                    if logit_hooks:
+                        h = self.model.features(x)
+                        logits = self.model.classify(h, exp.task_id)
+                        for s in logit_hooks:
+                            logits = s.eval_logits(ctx, h, logits)
+                    else:
+                        logits = self.model(x, exp.task_id)
                     if self._seen is not None:  # bce_seen: predict among the seen classes
                         logits = logits.masked_fill(~self._seen, float("-inf"))
                     correct += (logits.argmax(1) == y).sum()
@@ -546,10 +628,15 @@ class Learner:
             row[columns] = torch.stack(accs).cpu().numpy()
         return row
 
-    def _exact_matches(self, x: Tensor, y: Tensor, task_id: int) -> Tensor:
+    def _exact_matches(
+        self, x: Tensor, y: Tensor, task_id: int, ctx: Context, hooks: list[Strategy]
+    ) -> Tensor:
         """How many rows of a text batch are exact matches (the LM head at scored positions)."""
         h = self.model.features(x)[y != IGNORE]
-        return exact_match(self.model.classify(h, task_id), y).sum()
+        logits = self.model.classify(h, task_id)
+        for s in hooks:
+            logits = s.eval_logits(ctx, h, logits)
+        return exact_match(logits, y).sum()
 
     def evaluate_untrained(self) -> np.ndarray:
         """Evaluate the model before any training (the FWT baseline row).
@@ -646,11 +733,18 @@ class Learner:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, strategies, RNGs, R."""
+        """Everything needed to continue exactly: weights, optimizer, strategies, RNGs, R.
+
+        A strategy state that ``torch.load(weights_only=True)`` could not read back is
+        a ``TypeError`` naming the strategy and key, here, not at the resume.
+        """
+        strategies = {s.name: s.state_dict() for s in self.strategies}
+        for s in self.strategies:
+            check_state(s, strategies[s.name])
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "strategies": {s.name: s.state_dict() for s in self.strategies},
+            "strategies": strategies,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             # The evaluated rows only: a long stream evaluated every k-th experience

@@ -45,10 +45,11 @@ from . import (  # noqa: F401  (importing registers the built-in strategies)
     wasserstein_init,
 )
 from ._registry import STRATEGIES, build_strategy, get_strategy, register_strategy
-from .base import HOOKS, Batch, Context, Strategy, StrategyConfig
+from .base import HOOKS, METHODS, Batch, Context, Strategy, StrategyConfig
 
 __all__ = [
     "HOOKS",
+    "METHODS",
     "STRATEGIES",
     "Batch",
     "Context",

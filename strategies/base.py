@@ -3,15 +3,18 @@
 A strategy never mutates a shared loss. It returns named loss terms from
 :meth:`Strategy.loss_terms`; the learner adds them to the task loss and logs
 each as ``loss/<name>``. Every hook is a documented no-op here, so a strategy
-overrides only the moments it cares about. A method whose name looks like a
-hook but is not one (``on_experience_ends``) is an error at class creation,
-not a hook that silently never runs.
+overrides only the moments it cares about. Checked when the class is created:
+every public method is a hook, a documented method (:data:`METHODS`) or one of
+the class's declared ``formulas``, with the base class's signature, so a
+misspelled hook (``on_experience_ends``) or ``state_dicts`` is an error naming
+the closest name, not a method that silently never runs.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,12 +26,22 @@ from lifelong.scenarios.stream import Experience, Stream
 
 HOOKS: tuple[str, ...] = (
     "on_experience_start",
+    "on_epoch_start",
+    "transform_batch",
+    "task_loss",
     "loss_terms",
+    "on_task_gradient",
     "on_after_backward",
+    "on_after_step",
+    "on_epoch_end",
     "on_experience_end",
     "on_eval_start",
+    "eval_logits",
 )
 """The hook names a strategy may override, in the order the loop calls them."""
+
+METHODS: tuple[str, ...] = ("metrics", "state_dict", "load_state_dict")
+"""The other public methods a strategy may override (diagnostics and checkpoint state)."""
 
 
 class StrategyConfig(BaseModel):
@@ -47,9 +60,16 @@ class Context:
         stream: the stream being learned (experiences on the host).
         experience: the current experience, its tensors on ``device``.
         device: where the model and the current batches live.
-        step: global optimizer step count so far.
+        step: global optimizer step count so far (in ``on_after_step``: the index of
+            the step just taken).
         total_steps: optimizer steps this experience will take (epochs x batches),
             e.g. for schedules that decay over the experience.
+        epoch: the current epoch of the experience (0-based).
+        seed: the trial's seed (``seeds:`` in the experiment file).
+        fresh_model: ``fresh_model(seed=None)`` builds a new copy of the model as the
+            trial built it (random weights drawn with ``seed``, default one derived
+            from the trial's seed and ``step``; a pre-trained body's weights again),
+            on ``device``, without touching the learner's random streams.
         protected: parameter name -> bool mask of entries that must not change in
             the current optimizer step (``None``: the whole tensor); filled through
             :meth:`protect` in ``on_after_backward`` and cleared after every step.
@@ -63,6 +83,9 @@ class Context:
     step: int = 0
     total_steps: int | None = None
     protected: dict[str, Tensor | None] = field(default_factory=dict)
+    epoch: int = 0
+    seed: int = 0
+    fresh_model: Callable[..., nn.Module] | None = None
 
     def protect(self, name: str, mask: Tensor | None = None) -> None:
         """Keep parameter ``name`` (where ``mask`` is True; everywhere if None) unchanged.
@@ -125,6 +148,10 @@ class Strategy:
     """Whether the strategy trains one model over several workers (``resources.workers``:
     each worker sees a slice of every batch, gradients are summed): ``True``, or the
     reason it cannot (state updated from each batch's data would differ per worker)."""
+    formulas: ClassVar[tuple[str, ...]] = ()
+    """Public methods beyond the hooks that compute the paper's named quantities (e.g.
+    ``("distance",)``), called by the hooks and by tests. Any other public method is
+    an error at class creation; a helper's name starts with ``_``."""
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()
@@ -136,22 +163,66 @@ class Strategy:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _check_hook_names(cls)
+        _check_methods(cls)
+        if "on_task_gradient" in vars(cls) and "data_parallel" not in vars(cls):
+            cls.data_parallel = (
+                "it reads the task loss's gradient alone (on_task_gradient), which "
+                "data-parallel training does not give"
+            )
 
     # ----------------------------------------------------------------- hooks
     def on_experience_start(self, ctx: Context) -> None:
         """Called when training on ``ctx.experience`` is about to begin."""
 
+    def on_epoch_start(self, ctx: Context) -> None:
+        """Called at the start of every epoch over the experience (``ctx.epoch``)."""
+
+    def transform_batch(self, ctx: Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the training batch the model sees, e.g. augmented or mixed (training only).
+
+        Called before the forward pass. ``y`` may come back as class probabilities
+        ``(N, C)`` (mixup) where the task loss is cross-entropy. Default: unchanged.
+        """
+        return x, y
+
+    def task_loss(self, ctx: Context, batch: Batch, loss: Tensor) -> Tensor:
+        """Return the task loss to optimise in place of ``loss`` (0-dim).
+
+        E.g. a cross-entropy over a subset of the logits (the labels trick) or a
+        reweighted loss. MLflow logs the returned value as ``loss/ce`` (``loss/bce``),
+        so the logged task loss is the optimised one. Default: ``loss``.
+        """
+        return loss
+
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Called after the forward pass of every training batch.
 
-        Returns named scalar loss tensors; the learner adds them to the task
+        Returns named 0-dim loss tensors; the learner adds them to the task
         loss and logs each as ``loss/<name>``. The default adds nothing.
         """
         return {}
 
+    def on_task_gradient(self, ctx: Context) -> None:
+        """Called with each parameter's ``.grad`` holding the task loss's gradient alone.
+
+        The loop runs the task loss's backward pass, calls this hook, then adds the
+        loss terms' gradients (one more backward pass through the terms only), so a
+        method that needs the task gradient (EWC++'s Fisher, RWalk) needs no second
+        ``autograd.grad``. Only a strategy that overrides it changes the loop.
+        """
+
     def on_after_backward(self, ctx: Context) -> None:
         """Called after gradients are computed and before the optimizer steps."""
+
+    def on_after_step(self, ctx: Context) -> None:
+        """Called after every optimizer step (``ctx.step``: the step just taken).
+
+        The weights are the updated ones: e.g. SI's and RWalk's path integral uses
+        each step's change of the parameters.
+        """
+
+    def on_epoch_end(self, ctx: Context) -> None:
+        """Called at the end of every epoch over the experience (``ctx.epoch``)."""
 
     def on_experience_end(self, ctx: Context) -> None:
         """Called when training on ``ctx.experience`` has finished (consolidation)."""
@@ -159,10 +230,21 @@ class Strategy:
     def on_eval_start(self, ctx: Context) -> None:
         """Called before the model is evaluated on ``ctx.experience``'s test set.
 
-        A hook may change the weights here (e.g. apply the experience's task mask):
-        the learner restores them after evaluating, so evaluation never changes the
-        model that training continues from.
+        Also called for the untrained model's evaluation before experience 0 (the row
+        forward transfer is measured from). A hook may change the weights here (e.g.
+        apply the experience's task mask): the learner restores them after
+        evaluating, so evaluation never changes the model that training continues from.
         """
+
+    def eval_logits(self, ctx: Context, features: Tensor, logits: Tensor) -> Tensor:
+        """Return the logits predictions are taken from at evaluation (argmax).
+
+        ``features``: the penultimate features of the test batch; ``logits``: the
+        model's (already masked to the task in a multi-head model). E.g. a
+        task-aware mask, or a nearest-class-mean classifier over ``features``.
+        Default: ``logits``.
+        """
+        return logits
 
     # ------------------------------------------------------------ diagnostics
     def metrics(self) -> dict[str, float]:
@@ -186,22 +268,95 @@ class Strategy:
         return f"{type(self).__name__}({self.config!r})"
 
 
-_OWN = set(dir(object)) | {"state_dict", "load_state_dict", "metrics", "Config", "name", "config"}
+_SCALARS = (bool, int, float, str, type(None), torch.Size, torch.dtype)
 
 
-def _check_hook_names(cls: type) -> None:
-    """Reject methods that look like hooks but are not (``on_experience_ends``)."""
+def check_state(strategy: Strategy, state: Any, key: str = "") -> None:
+    """Fail if ``torch.load(weights_only=True)`` could not read ``strategy``'s state.
+
+    Raises:
+        TypeError: naming the strategy, the offending key and its type (a numpy
+            array, a module, any other object: tensors, numbers, strings and
+            dicts, lists and tuples of them only).
+    """
+    if isinstance(state, Tensor) or type(state) in _SCALARS:  # np.float64 is no float here
+        return
+    if isinstance(state, dict):
+        for k, v in state.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(
+                    f"strategy {strategy.name!r}: state_dict() key {key}[{k!r}] is a "
+                    f"{type(k).__name__}; keys are strings or integers"
+                )
+            check_state(strategy, v, f"{key}[{k!r}]")
+        return
+    if isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            check_state(strategy, v, f"{key}[{i}]")
+        return
+    kind = f"{type(state).__module__}.{type(state).__qualname__}"
+    raise TypeError(
+        f"strategy {strategy.name!r}: state_dict(){key or ''} is a {kind}, which a "
+        f"checkpoint read with torch.load(weights_only=True) cannot hold; keep tensors, "
+        f"numbers, strings and dicts/lists of them (e.g. torch.from_numpy(...), or a "
+        f"module's state_dict())"
+    )
+
+
+def _check_methods(cls: type[Strategy]) -> None:
+    """Reject a public method that is no hook, documented method or declared formula.
+
+    Hooks and documented methods must also take the base class's parameters.
+    """
+    known = (*HOOKS, *METHODS)
     for attr, value in vars(cls).items():
-        if not callable(value) or attr.startswith("_") or attr in HOOKS or attr in _OWN:
+        fn = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if attr.startswith("_") or isinstance(value, type) or not callable(fn):
             continue
-        close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.8)
-        if attr.startswith("on_") or close:
-            where = _where(value)
+        if attr in known:
+            _check_signature(cls, attr, fn)
+        elif attr not in cls.formulas:
+            close = difflib.get_close_matches(attr, known, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(
-                f"{cls.__qualname__}.{attr}{where} is not a strategy hook{hint} "
-                f"(hooks: {', '.join(HOOKS)})"
+                f"{cls.__qualname__}.{attr}{_where(fn)} is not a strategy hook or method"
+                f"{hint} (hooks: {', '.join(HOOKS)}; methods: {', '.join(METHODS)}; a "
+                f"helper's name starts with '_', a formula of the paper is listed in "
+                f"{cls.__qualname__}.formulas)"
             )
+
+
+def _positional(fn: Any) -> tuple[int, float]:
+    """How many positional arguments ``fn`` needs at least and takes at most (self included)."""
+    params = inspect.signature(fn).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    required = sum(p.default is inspect.Parameter.empty for p in positional)
+    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    return required, float("inf") if varargs else len(positional)
+
+
+def _check_signature(cls: type, attr: str, fn: Any) -> None:
+    """Reject a hook or method that cannot be called as the loop calls it."""
+    base = getattr(Strategy, attr)
+    wanted = inspect.signature(base)
+    n = len(wanted.parameters)
+    try:
+        low, high = _positional(fn)
+    except (TypeError, ValueError):  # no signature to read (a C function): trust it
+        return
+    if not low <= n <= high:
+        raise TypeError(
+            f"{cls.__qualname__}.{attr}{_where(fn)} takes {_plural(low, high)}, but the "
+            f"loop calls it as {attr}{wanted}"
+        )
+
+
+def _plural(low: int, high: float) -> str:
+    if low == high:
+        return f"{low} positional argument{'s' if low != 1 else ''} (self included)"
+    top = "any number" if high == float("inf") else str(int(high))
+    return f"{low} to {top} positional arguments (self included)"
 
 
 def _where(fn: Any) -> str:

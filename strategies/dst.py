@@ -158,6 +158,11 @@ class DSTConfig(StrategyConfig):
 class DST(Strategy):
     """Train one dynamic sparse subnetwork per task; freeze what earlier tasks own."""
 
+    formulas = (
+        "prune_rate_at",
+        "update_masks",
+        "owned",
+    )
     Config = DSTConfig
     config: DSTConfig
     language_models = (

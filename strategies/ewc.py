@@ -88,6 +88,7 @@ class EWCConfig(StrategyConfig):
 class EWC(Strategy):
     """Anchor each weight with a stiffness given by its diagonal empirical Fisher."""
 
+    formulas = ("quadratic",)
     Config = EWCConfig
     config: EWCConfig
 

@@ -62,6 +62,7 @@ class L2Config(StrategyConfig):
 class L2(Strategy):
     """Penalise the squared distance of the trainable weights from an anchor."""
 
+    formulas = ("distance",)
     Config = L2Config
     config: L2Config
 

@@ -75,6 +75,11 @@ class LwFConfig(StrategyConfig):
 class LwF(Strategy):
     """Distil the model of the previous experiences into the current one on new data."""
 
+    formulas = (
+        "soft_targets",
+        "distil",
+        "distillation",
+    )
     Config = LwFConfig
     config: LwFConfig
     language_models = (

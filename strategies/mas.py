@@ -94,6 +94,7 @@ class MASConfig(StrategyConfig):
 class MAS(Strategy):
     """Anchor each weight with a stiffness given by the sensitivity of the output norm."""
 
+    formulas = ("quadratic",)
     Config = MASConfig
     config: MASConfig
 

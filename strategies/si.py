@@ -101,6 +101,7 @@ class SIConfig(StrategyConfig):
 class SI(Strategy):
     """Anchor each weight with a stiffness given by its path-integral importance."""
 
+    formulas = ("quadratic",)
     Config = SIConfig
     config: SIConfig
 

@@ -57,6 +57,10 @@ class SpectralConfig(StrategyConfig):
 class Spectral(Strategy):
     """Regularise each layer's spectral norm towards one and its bias towards zero."""
 
+    formulas = (
+        "regularizer",
+        "sigma_max",
+    )
     Config = SpectralConfig
     config: SpectralConfig
 

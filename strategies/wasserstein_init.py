@@ -46,6 +46,7 @@ class WassersteinInitConfig(StrategyConfig):
 class WassersteinInit(Strategy):
     """Keep each parameter tensor's empirical distribution close to its initial one."""
 
+    formulas = ("distance",)
     Config = WassersteinInitConfig
     config: WassersteinInitConfig
 
