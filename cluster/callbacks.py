@@ -11,6 +11,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from lifelong.platform.expand import trial_from_config
+from lifelong.platform.hook_errors import driver_paths, reason
 from lifelong.platform.spec import TrialSpec
 from lifelong.platform.tracking import SweepTracker
 
@@ -30,13 +31,20 @@ def _storage_full(reason: str) -> bool:
     return "No space left on device" in reason or "[Errno 28]" in reason
 
 
-def error_reason(trial: Trial) -> str:
-    """The exception line of a failed trial's traceback (``DivergenceError: ...``)."""
-    text = ""
+def error_text(trial: Trial) -> str:
+    """The failed trial's traceback as Ray wrote it, with the driver's plugin paths."""
     if trial.error_file and Path(trial.error_file).exists():
-        text = Path(trial.error_file).read_text(errors="replace")
-    lines = [ln for ln in text.strip().splitlines() if ln and not ln.startswith(" ")]
-    return lines[-1] if lines else "the trial failed without an error message"
+        return driver_paths(Path(trial.error_file).read_text(errors="replace"))
+    return ""
+
+
+def error_reason(trial: Trial) -> str:
+    """The exception line of a failed trial's traceback (``DivergenceError: ...``).
+
+    When a strategy raised it: followed by ``(raised in strategy ..., hook ..., at
+    FILE:LINE)`` (:mod:`lifelong.platform.hook_errors`).
+    """
+    return reason(error_text(trial))
 
 
 def _final_result(trial: Trial) -> dict[str, Any] | None:
@@ -194,5 +202,5 @@ class TrackingCallback(Callback):
         reason = error_reason(trial)
         if _storage_full(reason):  # not the trial's fault: it is KILLED, the sweep stops
             raise StorageFull(28, reason)
-        self.tracker.trial_failed(spec.trial_id, reason)
+        self.tracker.trial_failed(spec.trial_id, reason, error_text(trial))
         self.progress.failed(spec.trial_id, reason)

@@ -16,6 +16,7 @@ import traceback
 import torch
 
 from lifelong.platform.expand import scenario_key
+from lifelong.platform.hook_errors import reason
 from lifelong.platform.partial_metrics import partial_description
 from lifelong.platform.spec import Experiment
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
@@ -76,8 +77,8 @@ def _run_all(
             except Exception as e:
                 if raise_errors:
                     raise
-                lines = traceback.format_exception_only(type(e), e)
-                tracker.trial_failed(trial.trial_id, lines[-1].strip())
+                text = "".join(traceback.format_exception(e))
+                tracker.trial_failed(trial.trial_id, reason(text), text)
                 status = "FAILED"
                 continue
             fresh = learner.fresh if learner.training.plasticity_baseline else None

@@ -25,6 +25,7 @@ from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from rich.console import Console
 
 from lifelong.platform.expand import trial_from_config
+from lifelong.platform.hook_errors import driver_paths, reason
 from lifelong.platform.mlflow_io import safe_name
 from lifelong.platform.preflight import DEFAULT_STORAGE
 from lifelong.platform.spec import Experiment, ExperimentSpec, TrialSpec
@@ -469,9 +470,10 @@ def _phase_outcomes(tracker: SweepTracker, before: set[str], grid: Any) -> list[
     for result in grid:
         spec = trial_from_config(result.config)
         if spec.trial_id not in tracker.outcomes and result.error is not None:
-            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            text = driver_paths(str(result.error))
             tracker.trial_started(spec)
-            tracker.trial_failed(spec.trial_id, lines[-1] if lines else repr(result.error))
+            why = reason(text) if text.strip() else repr(result.error)
+            tracker.trial_failed(spec.trial_id, why, text)
     mine = [o for tid, o in tracker.outcomes.items() if tid not in before]
     for o in mine:
         if o.status == "RUNNING":  # never reported a result before the budget ran out

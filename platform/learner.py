@@ -29,6 +29,7 @@ from torch import Tensor
 
 from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.fabric_import import Fabric
+from lifelong.platform.hook_errors import annotate
 from lifelong.platform.loader import (
     ExperienceLoader,
     StreamedExperience,
@@ -70,6 +71,31 @@ def _scalar(value: Any, strategy: Strategy, hook: str, name: str) -> Tensor:
         f"strategy {strategy.name!r}: {hook} gave loss term {name!r} as {got}; a loss "
         f"term is a 0-dim tensor (e.g. .sum() or .mean() it; a Python number has no gradient)"
     )
+
+
+def _blamed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Note on any exception a strategy raised inside ``method`` where it was raised.
+
+    The strategy, hook, experience (``run_experience``'s argument, ``None`` for the
+    untrained evaluation, else the last one trained), step and line:
+    :func:`lifelong.platform.hook_errors.annotate`.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Learner, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:
+            if method.__name__ == "run_experience":
+                i: int | None = args[0] if args else kwargs["i"]
+            elif method.__name__ == "evaluate_untrained":
+                i = None
+            else:
+                i = max(self.next_experience - 1, 0)
+            annotate(e, i, self._step_now)
+            raise
+
+    return wrapper
 
 
 def _overrides(strategy: Strategy, hook: str) -> bool:
@@ -638,6 +664,7 @@ class Learner:
             logits = s.eval_logits(ctx, h, logits)
         return exact_match(logits, y).sum()
 
+    @_blamed
     def evaluate_untrained(self) -> np.ndarray:
         """Evaluate the model before any training (the FWT baseline row).
 
@@ -689,6 +716,7 @@ class Learner:
             self.run_experience(i)
         return self.R
 
+    @_blamed
     def run_experience(self, i: int) -> tuple[np.ndarray, dict[str, float]]:
         """Train experience ``i``, evaluate, record row ``i`` of ``R``; return it and losses.
 
@@ -727,11 +755,13 @@ class Learner:
             fresh.train_experience(i)
             return float(fresh.evaluate([i])[i])
 
+    @_blamed
     def strategy_metrics(self) -> dict[str, float]:
         """Every strategy's diagnostics, keyed ``<strategy>/<key>``."""
         return {f"{s.name}/{k}": float(v) for s in self.strategies for k, v in s.metrics().items()}
 
     # ----------------------------------------------------------------- state
+    @_blamed
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, strategies, RNGs, R.
 
@@ -760,6 +790,7 @@ class Learner:
             "next_experience": self.next_experience,
         }
 
+    @_blamed
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (e.g. read with ``torch.load(weights_only=True)``)."""
         self.model.load_state_dict(state["model"])

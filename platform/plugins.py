@@ -194,7 +194,11 @@ def stage_for_workers(refs: list[PluginRef]) -> tuple[dict[str, Any], list[str]]
     )
     root = Path(tempfile.mkdtemp(prefix="lifelong-plugins-")) / package
     root.mkdir()
-    (root / "__init__.py").write_text('"""Plugin files shipped by lifelong."""\n')
+    # SOURCES: each file's path on the driver, for error messages (hook_errors).
+    sources = {r.module: r.file for r in files}
+    (root / "__init__.py").write_text(
+        f'"""Plugin files shipped by lifelong."""\n\nSOURCES = {sources!r}\n'
+    )
     for r in files:
         shutil.copy(r.file, root / f"{r.module}.py")
     return {"py_modules": [str(root)]}, modules + [f"{package}.{r.module}" for r in files]

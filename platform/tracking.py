@@ -369,13 +369,18 @@ class SweepTracker:
         self.client.set_tag(outcome.run_id, "lifelong.restarts", str(n))
         return n
 
-    def trial_failed(self, trial_id: str, reason: str) -> None:
-        """End the trial's run FAILED with ``reason`` as a tag and a text artifact."""
+    def trial_failed(self, trial_id: str, reason: str, traceback: str | None = None) -> None:
+        """End the trial's run FAILED with ``reason`` as a tag and a text artifact.
+
+        ``traceback``: the full one, kept as the run's ``traceback.txt`` artifact.
+        """
         outcome = self.outcomes[trial_id]
         outcome.status = "FAILED"
         outcome.error = reason
         self.client.set_tag(outcome.run_id, "lifelong.error", reason[:5000])
         self._log_text(outcome.run_id, reason, "error.txt")
+        if traceback:
+            self._log_text(outcome.run_id, traceback, "traceback.txt")
         self.client.set_terminated(outcome.run_id, status="FAILED")
 
     # ---------------------------------------------------------------- helpers

@@ -131,10 +131,18 @@ def test_a_failing_trial_fails_alone_in_process(in_tmp: Path) -> None:
     results = lifelong.run(path, in_process=True)
     status = {t.label: (t.status, t.error) for t in results.trials}
     assert status["naive"] == ("FINISHED", None)
-    assert status["breaks"] == ("FAILED", "ValueError: broken on purpose")
+    where = (
+        "ValueError: broken on purpose (raised in strategy 'breaks' (Breaks), hook "
+        f"on_experience_start, experience 1, step 3, at {in_tmp / 'breaks.py'}:13)"
+    )
+    assert status["breaks"] == ("FAILED", where)
     run = MlflowClient(results.tracking_uri).get_run(results.failed[0].run_id)
     assert run.info.status == "FAILED"
-    assert run.data.tags["lifelong.error"] == "ValueError: broken on purpose"
+    assert run.data.tags["lifelong.error"] == where
+    client = MlflowClient(results.tracking_uri)
+    traceback = client.download_artifacts(run.info.run_id, "traceback.txt", str(in_tmp))
+    text = Path(traceback).read_text()
+    assert text.startswith("Traceback") and f'"{in_tmp / "breaks.py"}", line 13' in text
     with pytest.raises(ValueError, match="broken on purpose"):  # for pdb's post-mortem
         lifelong.run(path, in_process=True, raise_errors=True, experiment_name="again")
 
