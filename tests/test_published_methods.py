@@ -89,11 +89,14 @@ class EWCPlusPlus(Strategy):
         """F <- alpha * g*g + (1 - alpha) * F, g: the task loss's gradient (no penalty)."""
         a = self.config.alpha
         for n, p in ctx.model.named_parameters():
-            if p.grad is None:
+            g = p.grad
+            if g is None:
                 continue
-            g2 = p.grad.detach().square()
-            old = self.fisher.get(n)
-            self.fisher[n] = a * g2 if old is None else a * g2 + (1 - a) * old
+            f = self.fisher.get(n)
+            if f is None:
+                self.fisher[n] = a * g.square()
+            else:
+                f.mul_(1 - a).addcmul_(g, g, value=a)  # in place: one pass over F
 
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Return {"ewcpp": lambda/2 * sum F (theta - theta*)^2}; nothing before an anchor."""
