@@ -47,6 +47,10 @@ class SweepState:
         started_at: when the sweep started (seconds since the epoch).
         storage_full: the sweep stopped because ``--storage`` was full; what Tune
             left there is not trusted, and a resume runs the unfinished trials anew.
+        plugin_sha256: ``{plugin file: sha256}`` when the sweep started (a changed
+            file is refused by ``--resume`` unless ``--allow-changed-plugins``).
+        shipped_package: the package name the plugin files were shipped to workers
+            under; a resume ships them under it again (the trials' configs name it).
     """
 
     experiment_file: str
@@ -62,6 +66,8 @@ class SweepState:
     driver_started: float = 0.0
     started_at: float = field(default_factory=time.time)
     storage_full: bool = False
+    plugin_sha256: dict[str, str] = field(default_factory=dict)
+    shipped_package: str = ""
 
     def save(self, path: Path) -> None:
         """Write the state atomically (a killed driver never leaves half a file)."""

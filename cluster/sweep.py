@@ -24,9 +24,11 @@ from ray import tune
 from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 from rich.console import Console
 
+from lifelong.platform import provenance
 from lifelong.platform.expand import trial_from_config
 from lifelong.platform.hook_errors import driver_paths, reason
 from lifelong.platform.mlflow_io import safe_name
+from lifelong.platform.plugins import shipped_package
 from lifelong.platform.preflight import DEFAULT_STORAGE
 from lifelong.platform.spec import Experiment, ExperimentSpec, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
@@ -314,7 +316,12 @@ def run_sweep(
             parent_run_id=str(tracker.parent_run_id),
             tune_path=f"{str(storage).rstrip('/')}/{name}",
             sweep_id=tracker.sweep_id,
+            plugin_sha256=provenance.file_hashes(experiment.plugins),
         )
+    if plugins is not None:
+        state.shipped_package = shipped_package(plugins["modules"])
+    if tracker.plugin_changes:  # allowed: the sweep goes on with the files as they are now
+        state.plugin_sha256 = provenance.file_hashes(experiment.plugins)
     if state_file is None and state_folder is not None:
         state_file = state_file_of(state_folder, state.sweep_id)
     for o in tracker.outcomes.values():

@@ -111,6 +111,14 @@ def run(
             "FILE` lists them); default the latest whose driver is gone",
         ),
     ] = None,
+    allow_changed_plugins: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed-plugins",
+            help="with --resume: continue although a plugin file changed since the sweep "
+            "started (the resumed trials run the new code; their runs are tagged so)",
+        ),
+    ] = False,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -151,6 +159,7 @@ def run(
     from lifelong.cluster.state import NothingToResume, resumable, state_dir
     from lifelong.cluster.sweep import ClusterConnectError, StorageFullStop, SweepInterrupted
     from lifelong.platform.mlflow_io import SPOOL_ENV, SpoolFullError
+    from lifelong.platform.provenance import TAG_CHANGED, changed_files, describe_changes
     from lifelong.platform.runner import RunError, execute
     from lifelong.platform.spec import SpecError, load_experiment
 
@@ -182,6 +191,18 @@ def run(
                     "started; a resumed sweep must run the same trials (give the same overrides, "
                     "or run it without --resume for a new sweep)"
                 )
+            changed = changed_files(previous.plugin_sha256, experiment.plugins)
+            if changed and not allow_changed_plugins:
+                raise _bad_input(
+                    f"{experiment_file}: plugin code changed since sweep {previous.sweep_id} "
+                    f"started ({describe_changes(changed)}); its finished trials ran the old "
+                    "code. Continue with the new code: lifelong run "
+                    f"{experiment_file} --resume --allow-changed-plugins (the resumed runs "
+                    f"get the tag {TAG_CHANGED}), or start a new sweep: lifelong run "
+                    f"{experiment_file}"
+                )
+        elif allow_changed_plugins:
+            raise _bad_input("--allow-changed-plugins applies to --resume; give --resume too")
         try:
             results = execute(
                 experiment,

@@ -462,6 +462,10 @@ class ResilientClient:
         """Set one tag."""
         self._write("set_tag", {"run_id": run_id, "key": key, "value": str(value)})
 
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove tag ``key`` from the run (nothing when it has none)."""
+        self._write("delete_tag", {"run_id": run_id, "key": key})
+
     def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
         """Change a run's status or name."""
         self._write("update_run", {"run_id": run_id, "status": status, "name": name})
@@ -711,6 +715,9 @@ def _apply(client: MlflowClient, op: str, args: dict[str, Any], *, replay: bool 
         return None
     if op == "set_tag":
         client.set_tag(args["run_id"], args["key"], args["value"])
+    elif op == "delete_tag":  # idempotent: a replay may find it gone already
+        if args["key"] in client.get_run(args["run_id"]).data.tags:
+            client.delete_tag(args["run_id"], args["key"])
     elif op == "update_run":
         client.update_run(args["run_id"], status=args["status"], name=args["name"])
     elif op == "set_terminated":

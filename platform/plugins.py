@@ -178,18 +178,30 @@ def _digest(path: Path) -> str:
 
 
 # ------------------------------------------------------------------- shipping
-def stage_for_workers(refs: list[PluginRef]) -> tuple[dict[str, Any], list[str]]:
+SHIPPED_PREFIX = "lifelong_shipped_"
+
+
+def shipped_package(modules: list[str]) -> str:
+    """The shipped package among worker import names (``""`` when none is shipped)."""
+    return next((m.split(".")[0] for m in modules if m.startswith(SHIPPED_PREFIX)), "")
+
+
+def stage_for_workers(
+    refs: list[PluginRef], package: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Copy plugin files into one package Ray can ship; return (runtime_env, modules).
 
     Workers import the returned module names; files travel in the job's
     runtime environment (``py_modules``), so nothing needs installing on them.
+    ``package``: the package's name (a resumed sweep's trials name the one they
+    started with); by default one derived from the files' contents.
     """
     files = [r for r in refs if r.file]
     modules = [r.module for r in refs if not r.file]
     if not files:
         return {}, modules
-    package = (
-        "lifelong_shipped_"
+    package = package or (
+        SHIPPED_PREFIX
         + hashlib.sha1("".join(Path(r.file).read_text() for r in files).encode()).hexdigest()[:10]
     )
     root = Path(tempfile.mkdtemp(prefix="lifelong-plugins-")) / package

@@ -261,9 +261,13 @@ def _on_ray(
 ) -> Results:
     from lifelong.cluster.sweep import ensure_ray, in_ray_job, plugin_imports, run_sweep
     from lifelong.platform.plugins import discard_staged, stage_for_workers
+    from lifelong.platform.provenance import changed_files
 
     job = in_ray_job()  # `lifelong submit`: the job's working_dir carries the plugins
-    runtime_env, shipped = ({}, None) if job else stage_for_workers(list(experiment.plugins))
+    package = resume.shipped_package if resume is not None else None
+    runtime_env, shipped = (
+        ({}, None) if job else stage_for_workers(list(experiment.plugins), package or None)
+    )
     staged = list(runtime_env.get("py_modules", []))  # ray.init rewrites them to URIs
     try:
         started = ensure_ray(address, num_cpus=num_cpus, runtime_env=runtime_env)
@@ -307,6 +311,8 @@ def _on_ray(
                 tuned,
             )
         tracker = SweepTracker(experiment, uri, name)
+        if resume is not None:  # the CLI refused changes unless --allow-changed-plugins
+            tracker.plugin_changes = changed_files(resume.plugin_sha256, experiment.plugins)
         try:
             outcomes = run_sweep(
                 experiment,

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from mlflow.entities import Metric, Param
 
-from lifelong.platform import metrics
+from lifelong.platform import metrics, provenance
 from lifelong.platform.expand import resolved_sections
 from lifelong.platform.mlflow_io import ResilientClient
 from lifelong.platform.partial_metrics import partial_summary
@@ -110,6 +110,9 @@ class SweepTracker:
         # The second and a short random suffix: two sweeps started at once differ.
         self.sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         self.outcomes: dict[str, TrialOutcome] = {}
+        # plugin files changed since the sweep started (--resume --allow-changed-plugins)
+        self.plugin_changes: dict[str, tuple[str, str]] = {}
+        self._provenance: tuple[dict[str, str], dict[str, str]] | None = None
 
     # ------------------------------------------------------------------ sweep
     def start(self) -> str:
@@ -222,6 +225,16 @@ class SweepTracker:
             if outcome.status != "FINISHED":  # a finished run read back by reopen() stays so
                 outcome.status = "RUNNING"
                 self.client.update_run(outcome.run_id, status="RUNNING")
+                if outcome.error is not None:  # why it stopped before: no longer true
+                    outcome.error = None
+                    self.client.delete_tag(outcome.run_id, "lifelong.error")
+                if self.plugin_changes:
+                    self._log_provenance(outcome.run_id)
+                    self.client.set_tag(
+                        outcome.run_id,
+                        provenance.TAG_CHANGED,
+                        provenance.describe_changes(self.plugin_changes)[:5000],
+                    )
             return outcome
         assert self.parent_run_id is not None and self.experiment_id is not None
         scenario = trial.scenario or self.experiment.spec.scenario.model_dump(mode="json")
@@ -238,7 +251,10 @@ class SweepTracker:
             tags["lifelong.phase"] = self.phase
         if trial.varied:
             tags["lifelong.varied"] = json.dumps(dict(trial.varied), default=str)[:_MAX_PARAM]
+        tags |= self._provenance_of()[0]
         run = self.client.create_run(self.experiment_id, run_name=trial.trial_id, tags=tags)
+        for name, text in self._provenance_of()[1].items():
+            self._log_text(run.info.run_id, text, name)
         params = self._common_params(trial)
         if self.split:
             params["scenario.split"] = self.split
@@ -384,6 +400,21 @@ class SweepTracker:
         self.client.set_terminated(outcome.run_id, status="FAILED")
 
     # ---------------------------------------------------------------- helpers
+    def _provenance_of(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The plugins' tags and sources (:mod:`lifelong.platform.provenance`), read once."""
+        if self._provenance is None:
+            refs = self.experiment.plugins
+            self._provenance = (provenance.tags(refs), provenance.sources(refs))
+        return self._provenance
+
+    def _log_provenance(self, run_id: str) -> None:
+        """Set the plugins' tags and upload their sources to ``run_id`` (again)."""
+        tags, sources = self._provenance_of()
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+        for name, text in sources.items():
+            self._log_text(run_id, text, name)
+
     def _common_params(self, trial: TrialSpec | None = None) -> dict[str, str]:
         """The sections as params: the trial's own (search values filled in), else the sweep's.
 
