@@ -155,6 +155,27 @@ class NothingToResume(ValueError):
     """``--resume`` named no sweep that can be continued; the message says why."""
 
 
+def retryable(folder: Path, sweep_id: str | None = None) -> tuple[Path, SweepState]:
+    """The ended sweep ``--retry-failed`` runs the failed trials of: ``sweep_id``, or the latest.
+
+    Raises:
+        NothingToResume: no such sweep, or it has not ended (``--resume`` continues it).
+    """
+    states = sweep_states(folder)
+    found = [
+        (p, s) for p, s in states.items() if sweep_id is None or sweep_id in (s.sweep_id, p.stem)
+    ]
+    if not found:
+        what = f"no sweep {sweep_id!r} of this file" if sweep_id else "no sweep of this file"
+        raise NothingToResume(f"{what} to retry (states: {folder})")
+    path, state = found[-1]
+    if state.status != ENDED:
+        raise NothingToResume(
+            f"sweep {state.sweep_id} has not ended ({state.condition}); continue it with --resume"
+        )
+    return path, state
+
+
 def resumable(folder: Path, sweep_id: str | None = None) -> tuple[Path, SweepState]:
     """The sweep ``--resume`` continues: ``sweep_id``, or the latest whose driver is gone.
 

@@ -270,6 +270,7 @@ def run_sweep(
     state_folder: Path | None = None,
     resume: SweepState | None = None,
     tune_run: TuneRun | None = None,
+    retry_failed: bool = False,
 ) -> list[TrialOutcome]:
     """Run every trial of ``experiment`` on the connected Ray cluster.
 
@@ -282,6 +283,9 @@ def run_sweep(
     ``resume``: continue that stopped sweep: its finished trials are not run
     again, the others continue from their last checkpoints and log into their
     existing MLflow runs. Returns one outcome per trial, in the experiment's order.
+    ``retry_failed``: with ``resume`` (an ended sweep): run its FAILED trials
+    again, from scratch, into new child runs of its parent run (tag
+    ``lifelong.retry_of``; the failed run gets ``lifelong.retried_by``).
     ``tune_run``: run that validation phase instead, into ``tracker``'s open parent
     run, which is left open; its outcomes are returned in the order trials started.
 
@@ -338,6 +342,20 @@ def run_sweep(
         state.tune_path = f"{state.tune_path}-restarted-{time.time_ns() % 10**6}"
         resume, restarted = None, True
         state.storage_full = False
+    if retry_failed:
+        failed = [
+            t for t in trials if getattr(tracker.outcomes.get(t.trial_id), "status", "") == "FAILED"
+        ]
+        tracker.retry_of = {t.trial_id: tracker.outcomes.pop(t.trial_id).run_id for t in failed}
+        to_run = failed
+        if not failed and console is not None:
+            console.print(
+                f"lifelong: sweep {state.sweep_id} has no failed trial; nothing to retry",
+                highlight=False,
+                markup=False,
+            )
+        state.tune_path = f"{state.tune_path}-retry-{time.time_ns() % 10**6}"
+        resume, restarted = None, True
     state.status = RUNNING
     state.claim()
     if state_file is not None:

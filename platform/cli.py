@@ -111,6 +111,15 @@ def run(
             "FILE` lists them); default the latest whose driver is gone",
         ),
     ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="run the FAILED trials of this file's latest ended sweep (or --sweep's) "
+            "again, from scratch, into new child runs of its parent run (plugin files may "
+            "have changed: the fix)",
+        ),
+    ] = False,
     allow_changed_plugins: Annotated[
         bool,
         typer.Option(
@@ -156,7 +165,7 @@ def run(
     Ctrl-C (or SIGTERM) stops the trials, marks their MLflow runs KILLED, keeps
     their checkpoints and exits 130; ``--resume`` then finishes the sweep.
     """
-    from lifelong.cluster.state import NothingToResume, resumable, state_dir
+    from lifelong.cluster.state import NothingToResume, resumable, retryable, state_dir
     from lifelong.cluster.sweep import ClusterConnectError, StorageFullStop, SweepInterrupted
     from lifelong.platform.mlflow_io import SPOOL_ENV, SpoolFullError
     from lifelong.platform.provenance import TAG_CHANGED, changed_files, describe_changes
@@ -178,8 +187,25 @@ def run(
         name = experiment_name or experiment.name
         folder = state_dir(experiment_file, name, overrides=experiment.overrides)
         previous = state_file = None
-        if sweep is not None and not resume:
-            raise _bad_input("--sweep picks the sweep that --resume continues; give --resume too")
+        if resume and retry_failed:
+            raise _bad_input(
+                "--resume continues a stopped sweep, --retry-failed an ended one; give one"
+            )
+        if sweep is not None and not (resume or retry_failed):
+            raise _bad_input(
+                "--sweep picks the sweep that --resume (or --retry-failed) continues; give it too"
+            )
+        if retry_failed:
+            try:
+                state_file, previous = retryable(folder, sweep)
+            except NothingToResume as e:
+                raise _bad_input(f"{experiment_file}: {e}") from None
+            if previous.file_sha256 != experiment.digest:
+                raise _bad_input(
+                    f"{experiment_file} (or its command-line overrides) changed since its sweep "
+                    "started; --retry-failed runs the same trials (give the same overrides, or "
+                    "run it without --retry-failed for a new sweep)"
+                )
         if resume:
             try:
                 state_file, previous = resumable(folder, sweep)
@@ -201,7 +227,7 @@ def run(
                     f"get the tag {TAG_CHANGED}), or start a new sweep: lifelong run "
                     f"{experiment_file}"
                 )
-        elif allow_changed_plugins:
+        elif allow_changed_plugins and not retry_failed:
             raise _bad_input("--allow-changed-plugins applies to --resume; give --resume too")
         try:
             results = execute(
@@ -216,6 +242,7 @@ def run(
                 state_folder=folder,
                 in_process=in_process,
                 console=err,
+                retry_failed=retry_failed,
             )
         except (SpecError, RunError, ClusterConnectError) as e:
             raise _bad_input(str(e)) from None

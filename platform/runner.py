@@ -123,8 +123,12 @@ def execute(
     in_process: bool = False,
     raise_errors: bool = False,
     console: Console | None = None,
+    retry_failed: bool = False,
 ) -> Results:
     """Run ``experiment`` and return its :class:`Results` (see the module docstring).
+
+    ``retry_failed``: with ``resume`` (an ended sweep), run its failed trials again
+    into new child runs (``lifelong run --retry-failed``).
 
     Raises:
         SpecError: the data of the stream is unusable (before anything starts).
@@ -134,6 +138,8 @@ def execute(
     """
     console = console or Console(stderr=True)
     tune = experiment.spec.tune
+    if in_process and (resume is not None or retry_failed):
+        raise RunError("--in-process does not continue a sweep; run it on Ray (without it)")
     if tune is not None and (resume is not None or in_process):
         what = "--resume" if resume is not None else "the in-process runner"
         raise RunError(
@@ -187,6 +193,7 @@ def execute(
         resume,
         (state_file, state_folder),
         console,
+        retry_failed=retry_failed,
     )
 
 
@@ -258,6 +265,8 @@ def _on_ray(
     resume: SweepState | None,
     state: tuple[Path | None, Path | None],
     console: Console,
+    *,
+    retry_failed: bool = False,
 ) -> Results:
     from lifelong.cluster.sweep import ensure_ray, in_ray_job, plugin_imports, run_sweep
     from lifelong.platform.plugins import discard_staged, stage_for_workers
@@ -324,6 +333,7 @@ def _on_ray(
                 state_file=state[0],
                 state_folder=state[1],
                 resume=resume,
+                retry_failed=retry_failed,
             )
         except BaseException:
             tracker.client.close(wait=False)

@@ -113,6 +113,8 @@ class SweepTracker:
         # plugin files changed since the sweep started (--resume --allow-changed-plugins)
         self.plugin_changes: dict[str, tuple[str, str]] = {}
         self._provenance: tuple[dict[str, str], dict[str, str]] | None = None
+        # {trial id: its FAILED run} of the trials run again (lifelong run --retry-failed)
+        self.retry_of: dict[str, str] = {}
 
     # ------------------------------------------------------------------ sweep
     def start(self) -> str:
@@ -170,7 +172,7 @@ class SweepTracker:
         )
         for run in runs:
             trial = trials.get(run.info.run_name or "")
-            if trial is None:
+            if trial is None or "lifelong.retried_by" in run.data.tags:  # its retry counts
                 continue
             outcome = TrialOutcome(trial, run.info.run_id, status=run.info.status)
             outcome.node_id = run.data.tags.get("node_id")
@@ -252,7 +254,13 @@ class SweepTracker:
         if trial.varied:
             tags["lifelong.varied"] = json.dumps(dict(trial.varied), default=str)[:_MAX_PARAM]
         tags |= self._provenance_of()[0]
+        if trial.trial_id in self.retry_of:
+            tags["lifelong.retry_of"] = self.retry_of[trial.trial_id]
         run = self.client.create_run(self.experiment_id, run_name=trial.trial_id, tags=tags)
+        if trial.trial_id in self.retry_of:
+            self.client.set_tag(
+                self.retry_of[trial.trial_id], "lifelong.retried_by", run.info.run_id
+            )
         for name, text in self._provenance_of()[1].items():
             self._log_text(run.info.run_id, text, name)
         params = self._common_params(trial)
