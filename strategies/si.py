@@ -47,11 +47,10 @@ Note for comparisons: Avalanche 0.6.0's plugin snapshots weights with
 parameter, so every recorded update and displacement is zero there and its SI
 adds no penalty on CPU; it behaves as intended on CUDA, where ``.cpu()`` copies.
 
-The update a step applies is only known after the optimizer ran, and the
-only hook after the backward pass is ``on_after_backward``; so each step stores
-``(theta, g)`` there and the next step's ``on_after_backward`` (or
-``on_experience_end``, for the last step) adds ``-g * (theta_now - theta)``,
-with ``torch._foreach`` ops on the device and no host sync.
+Each step stores ``(theta, g)`` in ``on_after_backward``, before the optimizer
+runs, and ``on_after_step`` adds ``-g * (theta_now - theta)`` once it has
+(after any ``ctx.protect`` restore), with ``torch._foreach`` ops on the device
+and no host sync.
 """
 
 from __future__ import annotations
@@ -115,9 +114,8 @@ class SI(Strategy):
         self.names: list[str] = []
         self.omega: list[Tensor] = []  # running path integral, one tensor per name
         self._start: list[Tensor] = []  # weights at the start of the experience
-        self._theta: list[Tensor] = []  # weights before the pending step
-        self._grad: list[Tensor] = []  # gradient of the pending step
-        self._pending = False
+        self._theta: list[Tensor] = []  # weights before the current step
+        self._grad: list[Tensor] = []  # gradient of the current step
 
     # ------------------------------------------------------------------ hooks
     def on_experience_start(self, ctx: Context) -> None:
@@ -129,7 +127,6 @@ class SI(Strategy):
         self.omega = [torch.zeros_like(p) for p in params]
         self._theta = [torch.zeros_like(p) for p in params]
         self._grad = [torch.zeros_like(p) for p in params]
-        self._pending = False
 
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Return ``{"si": (lambda/2) * sum_i Omega_i (theta_i - theta*_i)^2}``.
@@ -142,12 +139,10 @@ class SI(Strategy):
 
     @torch.no_grad()
     def on_after_backward(self, ctx: Context) -> None:
-        """Integrate the previous step's update; store this step's weights and gradient."""
+        """Store this step's weights ``theta(t)`` and gradient ``g(t)``."""
         if not self.names:  # trained without on_experience_start
             self.on_experience_start(ctx)
         params = self._params(ctx.model)
-        if self._pending:
-            self._integrate(params)
         torch._foreach_copy_(self._theta, params)
         with_grad = [i for i, p in enumerate(params) if p.grad is not None]
         if len(with_grad) < len(params):
@@ -159,17 +154,19 @@ class SI(Strategy):
                 [self._grad[i] for i in with_grad],
                 [params[i].grad for i in with_grad],  # type: ignore[misc]
             )
-        self._pending = True
+
+    @torch.no_grad()
+    def on_after_step(self, ctx: Context) -> None:
+        """``omega -= g(t) * (theta(t+1) - theta(t))``: the update the step applied."""
+        step = torch._foreach_sub(self._params(ctx.model), self._theta)
+        torch._foreach_mul_(step, self._grad)
+        torch._foreach_sub_(self.omega, step)
 
     def on_experience_end(self, ctx: Context) -> None:
-        """Integrate the last step, then fold omega into Omega and move the anchor."""
+        """Fold omega into Omega and move the anchor to the weights learned."""
         if not self.names:
             return
-        params = self._params(ctx.model)
-        if self._pending:
-            self._integrate(params)
-            self._pending = False
-        theta = [p.detach().clone() for p in params]
+        theta = [p.detach().clone() for p in self._params(ctx.model)]
         delta = torch._foreach_sub(theta, self._start)
         denominator = torch._foreach_mul(delta, delta)
         torch._foreach_add_(denominator, self.config.eps)
@@ -221,13 +218,6 @@ class SI(Strategy):
     # --------------------------------------------------------------- helpers
     def _params(self, model: nn.Module) -> list[Tensor]:
         return self._lookup(model, self.names)
-
-    def _integrate(self, params: list[Tensor]) -> None:
-        """``omega -= g * (theta_now - theta_before)`` for the pending step."""
-        with torch.no_grad():
-            step = torch._foreach_sub(params, self._theta)
-        torch._foreach_mul_(step, self._grad)
-        torch._foreach_sub_(self.omega, step)
 
     def _clip(self, omega_sum: dict[str, Tensor]) -> dict[str, Tensor]:
         lo = 0.0 if self.config.nonnegative else None

@@ -73,6 +73,7 @@ def train_steps(strategy: Strategy, ctx: Context, steps: int = 3) -> None:
         loss.backward()
         strategy.on_after_backward(ctx)
         ctx.optimizer.step()
+        strategy.on_after_step(ctx)
 
 
 def run_experience(strategy: Strategy, ctx: Context, i: int, steps: int = 3) -> None:

@@ -235,6 +235,7 @@ def test_si_importance_is_the_hand_computed_path_integral() -> None:
             before = snapshot(model)
             grads = {n: p.grad.clone() for n, p in model.named_parameters()}
             ctx.optimizer.step()
+            s.on_after_step(ctx)
             after = snapshot(model)
             for n in omega:
                 omega[n] -= grads[n] * (after[n] - before[n])
@@ -308,6 +309,7 @@ def test_si_matches_avalanche_plugin(avalanche: SimpleNamespace) -> None:
             loss.backward()
             s.on_after_backward(ctx)
             ctx.optimizer.step()
+            s.on_after_step(ctx)
             sync()
             ref.after_training_iteration(fake)
         s.on_experience_end(ctx)
