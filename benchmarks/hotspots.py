@@ -33,7 +33,7 @@ from lifelong.platform.models import ModelConfig, build_model
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, build_stream
 from lifelong.strategies import STRATEGIES, build_strategy
-from lifelong.strategies.ewc import empirical_fisher, linear_fisher
+from lifelong.strategies._importance import empirical_fisher, linear_fisher
 
 
 def loop_fisher(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:

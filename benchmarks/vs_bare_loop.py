@@ -47,7 +47,7 @@ from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, Stream, build_stream
 from lifelong.scenarios.stream import Experience
 from lifelong.strategies import STRATEGIES, Context, build_strategy
-from lifelong.strategies.ewc import empirical_fisher
+from lifelong.strategies._importance import empirical_fisher
 from lifelong.strategies.mas import output_sensitivity
 
 

@@ -43,8 +43,8 @@ from typing import Any, Literal
 import torch
 from pydantic import AliasChoices, Field
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
+from ._importance import output_sensitivity
 from ._penalty import ParamCache, on_device, weighted_quadratic
 from ._registry import register_strategy
 from .base import Batch, Context, Strategy, StrategyConfig
@@ -164,55 +164,3 @@ class MAS(Strategy):
             raise ValueError("mas: 'importance' and 'anchor' name different parameters")
         self.importance = {n: t.detach().clone() for n, t in state["importance"].items()}
         self.anchor = {n: t.detach().clone() for n, t in state["anchor"].items()}
-
-
-def _squared_norm(logits: Tensor) -> Tensor:
-    """``||logits||_2^2`` per row, ignoring masked (``-inf``) entries."""
-    finite = torch.where(torch.isfinite(logits), logits, torch.zeros_like(logits))
-    return finite.square().sum(-1)
-
-
-def output_sensitivity(
-    model: nn.Module,
-    x: Tensor,
-    *,
-    task_id: int = 0,
-    batch_size: int = 32,
-    per_sample: bool = False,
-) -> dict[str, Tensor]:
-    """Return the MAS importance of ``model``'s trainable parameters on inputs ``x``, by name.
-
-    ``per_sample=False`` (Avalanche): the mean over consecutive batches of
-    ``|d mean_batch ||f(x)||^2 / d theta|``. ``per_sample=True`` (paper): the mean
-    over samples of ``|d ||f(x_n)||^2 / d theta|``, from ``vmap(grad(...))``.
-    The model runs in its current mode; its ``.grad`` fields are not touched.
-    """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    importance = {n: torch.zeros_like(p) for n, p in params.items()}
-    acc = list(importance.values())
-    chunks = range(0, x.shape[0], batch_size)
-    if per_sample:
-        detached = {n: p.detach() for n, p in params.items()}
-        buffers = dict(model.named_buffers())
-
-        def sample_norm(p: dict[str, Tensor], xi: Tensor) -> Tensor:
-            out = functional_call(model, (p, buffers), (xi.unsqueeze(0),), {"task_id": task_id})
-            return _squared_norm(out).sum()
-
-        per_sample_grads = vmap(grad(sample_norm), in_dims=(None, 0))
-        for start in chunks:
-            grads = per_sample_grads(detached, x[start : start + batch_size])
-            torch._foreach_add_(acc, [grads[n].abs().sum(0) for n in importance])
-        denominator = max(x.shape[0], 1)
-    else:
-        names = list(params)
-        for start in chunks:
-            out = model(x[start : start + batch_size], task_id)
-            grads = torch.autograd.grad(
-                _squared_norm(out).mean(), [params[n] for n in names], allow_unused=True
-            )
-            used = [(a, g) for a, g in zip(acc, grads, strict=True) if g is not None]
-            torch._foreach_add_([a for a, _ in used], [g.abs() for _, g in used])
-        denominator = max(len(chunks), 1)
-    torch._foreach_div_(acc, float(denominator))
-    return importance

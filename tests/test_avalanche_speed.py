@@ -16,8 +16,8 @@ from lifelong.platform.models import ModelConfig, build_model
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, build_stream
 from lifelong.strategies import STRATEGIES, build_strategy
+from lifelong.strategies._importance import empirical_fisher, linear_fisher
 from lifelong.strategies._penalty import FlatQuadratic
-from lifelong.strategies.ewc import empirical_fisher, linear_fisher
 
 
 @pytest.mark.parametrize("multi_head", [False, True], ids=["single-head", "multi-head"])

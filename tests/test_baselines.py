@@ -25,8 +25,9 @@ from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, build_stream
 from lifelong.scenarios.stream import Stream
 from lifelong.strategies import build_strategy
+from lifelong.strategies._importance import output_sensitivity
 from lifelong.strategies.lwf import LwF, LwFConfig
-from lifelong.strategies.mas import MAS, MASConfig, output_sensitivity
+from lifelong.strategies.mas import MAS, MASConfig
 from lifelong.strategies.si import SI, SIConfig
 
 from strategy_kit import (

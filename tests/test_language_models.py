@@ -261,7 +261,7 @@ def test_strategies_train_a_language_model_and_resume_exactly(tiny: Path, name: 
 
 def test_ewc_fisher_on_text_is_a_batch_fisher(tiny: Path) -> None:
     from lifelong.platform.task_loss import lm_cross_entropy
-    from lifelong.strategies.ewc import batch_fisher
+    from lifelong.strategies._importance import batch_fisher
 
     exp = parse_experiment(spec_text(tiny))
     stream = build_checked_stream(exp)

@@ -20,7 +20,8 @@ from lifelong.strategies import (
     get_strategy,
     register_strategy,
 )
-from lifelong.strategies.ewc import EWC, EWCConfig, empirical_fisher
+from lifelong.strategies._importance import empirical_fisher
+from lifelong.strategies.ewc import EWC, EWCConfig
 from lifelong.strategies.l2 import L2, L2Config
 
 from strategy_kit import (

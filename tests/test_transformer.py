@@ -11,7 +11,7 @@ from lifelong.platform.models import MODELS, ModelConfig, build_model
 from lifelong.platform.training import TrainingConfig
 from lifelong.platform.transformer import Patchify, transformer
 from lifelong.scenarios import ScenarioConfig, build_stream
-from lifelong.strategies.ewc import empirical_fisher
+from lifelong.strategies._importance import empirical_fisher
 
 SMALL = ModelConfig(name="transformer", hidden=[32, 32])
 
