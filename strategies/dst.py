@@ -97,14 +97,21 @@ The paper and this isolation guarantee are about task-incremental streams.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._registry import register_strategy
+from ._sparsity import (
+    effective_shape,
+    erk_densities,
+    layer_counts,
+    masked_weight_names,
+    take_top,
+    task_entries,
+)
 from .base import Batch, Context, Strategy, StrategyConfig
 
 MIN_PRUNE_RATE = 0.005
@@ -207,7 +214,7 @@ class DST(Strategy):
             for n in names
         }
         self._sizes = sizes = {n: int(e.sum()) for n, e in self._eligible.items()}
-        shapes = {n: _effective_shape(params[n].shape, sizes[n]) for n in names}
+        shapes = {n: effective_shape(params[n].shape, sizes[n]) for n in names}
         if cfg.init == "erk":
             densities = erk_densities(shapes, cfg.density)
         else:
@@ -219,7 +226,7 @@ class DST(Strategy):
             for n in names:
                 p = params[n]
                 score = torch.rand(p.shape, generator=self._generator, device=p.device)
-                mask = _take(score, self._eligible[n].to(torch.int8) - 1, self._counts[n])
+                mask = take_top(score, self._eligible[n].to(torch.int8) - 1, self._counts[n])
                 self.mask[n] = mask
                 self._owned[n] = owned.get(n, torch.zeros_like(mask))
                 self._dense[n] = p.detach().clone()
@@ -314,14 +321,14 @@ class DST(Strategy):
             k = math.ceil(rate * self._counts[n])
             if k == 0:
                 continue
-            pruned = _take(-p.abs(), mask.to(torch.int8) - 1, k)
+            pruned = take_top(-p.abs(), mask.to(torch.int8) - 1, k)
             kept = mask & ~pruned
             # Tiers: free entries before owned ones; unfired (never active) free ones first.
             tier = torch.where(owned, 0, 1).to(torch.int8)
             if self._fired:
                 tier = tier + (~self._fired[n] & ~owned).to(torch.int8)
             tier = tier.masked_fill(~eligible | kept, -1)
-            grown = _take(self._growth_score(n, p), tier, k)
+            grown = take_top(self._growth_score(n, p), tier, k)
             new = kept | grown
             p.copy_(torch.where(grown & owned, self._dense[n], p.masked_fill(~kept, 0.0)))
             self.mask[n] = new
@@ -436,97 +443,3 @@ class DST(Strategy):
         self.task_ids = [int(t) for t in state["task_ids"]]
         self.bias_owned = {n: m.clone().bool() for n, m in state["bias_owned"].items()}
         self._metrics = {k: float(v) for k, v in state["metrics"].items()}
-
-
-# ------------------------------------------------------------------ helpers
-def masked_weight_names(model: nn.Module) -> list[str]:
-    """Return the names of the weights DST masks: every ``nn.Linear`` and ``nn.Conv*`` weight."""
-    return [
-        f"{name}.weight" if name else "weight"
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear | nn.modules.conv._ConvNd)
-    ]
-
-
-def task_entries(model: nn.Module, name: str, classes: Sequence[int], n_classes: int) -> Tensor:
-    """Return the entries of parameter ``name`` an experience with ``classes`` may use.
-
-    The head's parameters with one row per class (``head.*``, first dimension
-    ``n_classes``) are restricted to the rows of ``classes``; everything else is fully
-    eligible. The result broadcasts to the parameter's shape.
-    """
-    param = dict(model.named_parameters())[name]
-    if name.startswith("head.") and param.dim() > 0 and param.shape[0] == n_classes:
-        rows = torch.zeros(n_classes, dtype=torch.bool, device=param.device)
-        rows[list(classes)] = True
-        return rows.view(-1, *([1] * (param.dim() - 1)))
-    return torch.ones((1,) * param.dim(), dtype=torch.bool, device=param.device)
-
-
-def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[str, float]:
-    """Return Erdos-Renyi-Kernel densities ``d_l`` with overall density ``density``.
-
-    ``d_l = eps * sum(shape_l) / prod(shape_l)``, ``eps`` such that the layers hold
-    ``density * sum_l prod(shape_l)`` weights; while that puts the largest ``d_l`` above
-    one, the layers with the largest ratio become dense and ``eps`` is recomputed.
-    """
-    if density >= 1:
-        return {n: 1.0 for n in shapes}
-    dense: set[str] = set()
-    while True:
-        rhs, divisor, raw = 0.0, 0.0, {}
-        for n, shape in shapes.items():
-            size = math.prod(shape)
-            if size == 0:
-                continue
-            if n in dense:
-                rhs -= size * (1 - density)
-            else:
-                rhs += size * density
-                raw[n] = sum(shape) / size
-                divisor += raw[n] * size
-        eps = rhs / divisor
-        top = max(raw.values())
-        if top * eps <= 1:
-            return {n: 1.0 if n in dense else eps * raw.get(n, 0.0) for n in shapes}
-        dense |= {n for n, r in raw.items() if r == top}
-
-
-def layer_counts(
-    sizes: Mapping[str, int], densities: Mapping[str, float], density: float
-) -> dict[str, int]:
-    """Return per-layer entry counts near ``d_l * size_l`` summing to ``round(d * sum size_l)``.
-
-    Largest-remainder rounding: floor every layer, then give one more entry to the layers
-    with the largest fractional parts (never above a layer's size).
-    """
-    exact = {n: min(densities[n], 1.0) * sizes[n] for n in sizes}
-    counts = {n: min(sizes[n], math.floor(v)) for n, v in exact.items()}
-    missing = round(density * sum(sizes.values())) - sum(counts.values())
-    order = sorted(sizes, key=lambda n: counts[n] - exact[n])  # largest fraction first
-    for n in order:
-        if missing <= 0:
-            break
-        if counts[n] < sizes[n]:
-            counts[n] += 1
-            missing -= 1
-    return counts
-
-
-def _effective_shape(shape: torch.Size, size: int) -> tuple[int, ...]:
-    """The shape ERK sees: the weight's, with the rows cut to the eligible ``size`` entries."""
-    rest = math.prod(shape[1:])
-    return (size // rest, *shape[1:])
-
-
-def _take(score: Tensor, tier: Tensor, k: int) -> Tensor:
-    """Return a bool mask of ``k`` entries: highest ``tier`` first, then highest ``score``.
-
-    Entries with a negative tier are never taken (the caller keeps ``k`` within the
-    others). Stable sorts make ties deterministic (lowest flat index first).
-    """
-    order = torch.argsort(score.flatten(), descending=True, stable=True)
-    order = order[torch.argsort(tier.flatten()[order], descending=True, stable=True)]
-    out = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    out[order[:k]] = True
-    return out.view(score.shape)

@@ -16,7 +16,8 @@ from lifelong.platform.models import ModelConfig
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, build_stream
 from lifelong.strategies import Context, Strategy, build_strategy
-from lifelong.strategies.dst import DST, DSTConfig, erk_densities
+from lifelong.strategies._sparsity import erk_densities
+from lifelong.strategies.dst import DST, DSTConfig
 
 LAYERS = ("body.1.weight", "body.3.weight", "head.linear.weight")
 
