@@ -195,28 +195,19 @@ def run(
             raise _bad_input(
                 "--sweep picks the sweep that --resume (or --retry-failed) continues; give it too"
             )
-        if retry_failed:
+        if resume or retry_failed:
+            flag = "--resume" if resume else "--retry-failed"
             try:
-                state_file, previous = retryable(folder, sweep)
+                state_file, previous = (resumable if resume else retryable)(folder, sweep)
             except NothingToResume as e:
                 raise _bad_input(f"{experiment_file}: {e}") from None
             if previous.file_sha256 != experiment.digest:
                 raise _bad_input(
                     f"{experiment_file} (or its command-line overrides) changed since its sweep "
-                    "started; --retry-failed runs the same trials (give the same overrides, or "
-                    "run it without --retry-failed for a new sweep)"
+                    f"started; {flag} must run the same trials (give the same overrides, or run "
+                    f"it without {flag} for a new sweep)"
                 )
         if resume:
-            try:
-                state_file, previous = resumable(folder, sweep)
-            except NothingToResume as e:
-                raise _bad_input(f"{experiment_file}: {e}") from None
-            if previous.file_sha256 != experiment.digest:
-                raise _bad_input(
-                    f"{experiment_file} (or its command-line overrides) changed since its sweep "
-                    "started; a resumed sweep must run the same trials (give the same overrides, "
-                    "or run it without --resume for a new sweep)"
-                )
             changed = changed_files(previous.plugin_sha256, experiment.plugins)
             if changed and not allow_changed_plugins:
                 raise _bad_input(

@@ -12,6 +12,26 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def tiny_experiment(name: str, plugins: list[str], strategies: list[str]) -> dict:
+    """An experiment that trains in a second: 2 experiences of 2 Gaussian classes x 20.
+
+    Batches of 16 make 3 optimizer steps per experience (steps 0-2, then 3-5).
+    """
+    return {
+        "name": name,
+        "plugins": plugins,
+        "scenario": {
+            "source": "gaussian",
+            "n_experiences": 2,
+            "options": {"n_classes": 4, "n_features": 6, "n_train_per_class": 20},
+        },
+        "model": {"hidden": [8]},
+        "training": {"epochs": 1, "batch_size": 16},
+        "strategies": strategies,
+    }
+
+
 # The tests' models are tiny and the machine has 2 cores shared with Ray workers:
 # intra-op threads only add contention (up to 30x slower steps under load).
 torch.set_num_threads(1)

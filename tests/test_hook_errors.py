@@ -20,6 +20,8 @@ from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, build_stream
 from lifelong.strategies import build_strategy
 
+from conftest import tiny_experiment
+
 PLUGIN = '''\
 """Test plugin: strategies that raise in chosen hooks."""
 
@@ -172,18 +174,7 @@ def test_reason_is_the_exception_line_then_where_and_driver_paths_replace_shippe
 def test_a_sweep_on_ray_records_where_and_the_whole_traceback(
     ray_instance: str, in_tmp: Path, plugin: Path
 ) -> None:
-    spec = {
-        "name": "hook_errors",
-        "plugins": [str(plugin)],
-        "scenario": {
-            "source": "gaussian",
-            "n_experiences": 2,
-            "options": {"n_classes": 4, "n_features": 6, "n_train_per_class": 20},
-        },
-        "model": {"hidden": [8]},
-        "training": {"epochs": 1, "batch_size": 16},
-        "strategies": ["naive", "herr_l2"],
-    }
+    spec = tiny_experiment("hook_errors", [str(plugin)], ["naive", "herr_l2"])
     path = in_tmp / "hook_errors.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"

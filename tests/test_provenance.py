@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from lifelong.platform.provenance import TAG_CHANGED
 
+from conftest import tiny_experiment
+
 LIFELONG = str(Path(sys.executable).parent / "lifelong")
 
 PLUGIN = '''\
@@ -77,18 +79,7 @@ def test_runs_record_plugin_code_and_a_changed_plugin_is_refused_then_allowed(
     plugin.write_text(PLUGIN.format(version=1, gate=str(in_tmp)))
     old_sha = hashlib.sha256(plugin.read_bytes()).hexdigest()
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
-    spec = {
-        "name": "provenance",
-        "plugins": ["gate.py"],
-        "scenario": {
-            "source": "gaussian",
-            "n_experiences": 2,
-            "options": {"n_classes": 4, "n_features": 6, "n_train_per_class": 20},
-        },
-        "model": {"hidden": [8]},
-        "training": {"epochs": 1, "batch_size": 16},
-        "strategies": ["gated"],
-    }
+    spec = tiny_experiment("provenance", ["gate.py"], ["gated"])
     (in_tmp / "gated.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (in_tmp / "hold").touch()
     proc = lifelong(in_tmp, ray_instance, "--tracking-uri", uri)

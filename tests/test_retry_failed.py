@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from lifelong.platform.cli import app
 
+from conftest import tiny_experiment
+
 PLUGIN = '''\
 """A strategy that fails while the file 'broken' exists next to this one."""
 
@@ -45,18 +47,7 @@ def test_retry_failed_runs_only_the_failed_trial_into_a_new_run(
     broken = in_tmp / "broken"
     broken.touch()
     (in_tmp / "flaky.py").write_text(PLUGIN.format(broken=str(broken)))
-    spec = {
-        "name": "retry",
-        "plugins": ["flaky.py"],
-        "scenario": {
-            "source": "gaussian",
-            "n_experiences": 2,
-            "options": {"n_classes": 4, "n_features": 6, "n_train_per_class": 20},
-        },
-        "model": {"hidden": [8]},
-        "training": {"epochs": 1, "batch_size": 16},
-        "strategies": ["naive", "flaky"],
-    }
+    spec = tiny_experiment("retry", ["flaky.py"], ["naive", "flaky"])
     path = in_tmp / "retry.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
