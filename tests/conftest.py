@@ -32,6 +32,28 @@ def tiny_experiment(name: str, plugins: list[str], strategies: list[str]) -> dic
     }
 
 
+def run_sweep_with_failures(folder: Path, spec: dict) -> tuple[str, dict]:
+    """``lifelong run`` ``spec`` (written to ``folder``), which must exit 1 (a trial failed).
+
+    Returns the tracking URI and the trials' MLflow runs by strategy label.
+    """
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from lifelong.platform.cli import app
+
+    path = folder / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri])
+    assert result.exit_code == 1, result.output
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(spec["name"])
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`lifelong.role` = 'trial'")
+    return uri, {r.data.tags["strategy"]: r for r in runs}
+
+
 # The tests' models are tiny and the machine has 2 cores shared with Ray workers:
 # intra-op threads only add contention (up to 30x slower steps under load).
 torch.set_num_threads(1)

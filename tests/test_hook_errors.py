@@ -7,11 +7,8 @@ import traceback
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from lifelong.platform.cli import app
 from lifelong.platform.hook_errors import NOTE, driver_paths, reason
 from lifelong.platform.learner import Learner
 from lifelong.platform.models import ModelConfig
@@ -20,7 +17,7 @@ from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios import ScenarioConfig, build_stream
 from lifelong.strategies import build_strategy
 
-from conftest import tiny_experiment
+from conftest import run_sweep_with_failures, tiny_experiment
 
 PLUGIN = '''\
 """Test plugin: strategies that raise in chosen hooks."""
@@ -175,18 +172,8 @@ def test_a_sweep_on_ray_records_where_and_the_whole_traceback(
     ray_instance: str, in_tmp: Path, plugin: Path
 ) -> None:
     spec = tiny_experiment("hook_errors", [str(plugin)], ["naive", "herr_l2"])
-    path = in_tmp / "hook_errors.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
-    result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri])
-    assert result.exit_code == 1, result.output
+    uri, runs = run_sweep_with_failures(in_tmp, spec)
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("hook_errors")
-    runs = {
-        r.data.tags["strategy"]: r
-        for r in client.search_runs([exp.experiment_id])
-        if r.data.tags.get("lifelong.role") == "trial"
-    }
     assert runs["naive"].info.status == "FINISHED"
     failed = runs["herr_l2"]
     assert failed.info.status == "FAILED"

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 from test_plugin_errors import STREAM, _restore_registry, line_of, run_bad, write
-from typer.testing import CliRunner
 
-from lifelong.platform.cli import app
+from conftest import run_sweep_with_failures
 
 __all__ = ["_restore_registry"]  # the autouse fixture, shared with test_plugin_errors
 
@@ -110,18 +108,7 @@ def test_unloadable_state_and_bad_loss_terms_fail_their_trials_with_named_errors
         "training": {"epochs": 1, "batch_size": 64},
         "strategies": ["naive", "numpy_state", "vector_term", "float_term"],
     }
-    path = in_tmp / "exp.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
-    result = CliRunner().invoke(app, ["run", str(path), "--tracking-uri", uri])
-    assert result.exit_code == 1, result.output
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("mistakes")
-    runs = {
-        r.data.tags["strategy"]: r
-        for r in client.search_runs([exp.experiment_id])
-        if r.data.tags.get("lifelong.role") == "trial"
-    }
+    _, runs = run_sweep_with_failures(in_tmp, spec)
     assert runs["naive"].info.status == "FINISHED"
     errors = {}
     for name in ("numpy_state", "vector_term", "float_term"):
