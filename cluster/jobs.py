@@ -9,6 +9,7 @@ on the cluster. ``lifelong status`` and ``lifelong logs`` read the job server.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -45,9 +46,18 @@ def job_client(address: str | None) -> Any:
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        where = address or "$RAY_ADDRESS"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise JobError(f"cannot reach the Ray job server at {where}: {first}") from e
+        raise JobError(f"cannot reach the Ray job server {_where(address)}: {first}") from e
+
+
+def _where(address: str | None) -> str:
+    """Which job server was tried: the address given, the environment's, or none."""
+    if address:
+        return f"at {address}"
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        if os.environ.get(name):
+            return f"at {os.environ[name]} (${name})"
+    return "(no --address given and $RAY_ADDRESS is not set, so Ray looked for a local one)"
 
 
 def entrypoint(experiment_file: str, run_args: list[str]) -> str:

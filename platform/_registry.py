@@ -72,8 +72,11 @@ class Registry(Generic[T]):
         try:
             return self._entries[name].obj
         except KeyError:
+            from lifelong.platform.suggest import did_you_mean
+
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise RegistryError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            hint = did_you_mean(name, self._entries)
+            raise RegistryError(f"unknown {self.kind} {name!r}{hint}; known: {known}") from None
 
     def entry(self, name: str) -> Entry[T]:
         """Return the full entry (name, object, origin) for ``name``."""

@@ -18,7 +18,7 @@ from rich.text import Text
 from lifelong.platform.mlflow_process import port_in_use, serve
 
 app = typer.Typer(
-    add_completion=False,
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     help="lifelong: distributed continual-learning sweeps tracked in MLflow.",
@@ -349,6 +349,22 @@ KINDS = ("strategies", "scenarios", "models")
 SINGULAR = {"strategy": "strategies", "scenario": "scenarios", "model": "models"}
 
 
+def _complete_kind(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of ``list``'s and ``show``'s first argument."""
+    kinds = [*KINDS, "presets"] if ctx.command.name == "list" else list(SINGULAR)
+    return [k for k in kinds if k.startswith(incomplete)]
+
+
+def _complete_name(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of ``show``'s name: the registered names of the kind given."""
+    from lifelong.platform.catalog import registry
+
+    kind = SINGULAR.get(ctx.params.get("kind") or "", ctx.params.get("kind"))
+    if kind not in KINDS:
+        return []
+    return [e.name for e in registry(kind).entries() if e.name.startswith(incomplete)]
+
+
 PluginOption = Annotated[
     list[str] | None,
     typer.Option("--plugin", help="also load this plugin file or module (repeatable)"),
@@ -392,7 +408,12 @@ def sweeps(
 
 @app.command("list")
 def list_(
-    kind: Annotated[str, typer.Argument(help="strategies, scenarios, models or presets")],
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="strategies, scenarios, models or presets", autocompletion=_complete_kind
+        ),
+    ],
     plugin: PluginOption = None,
 ) -> None:
     """List every registered strategy, scenario source or model (or the scenario presets)."""
@@ -414,8 +435,10 @@ def list_(
 
 @app.command()
 def show(
-    kind: Annotated[str, typer.Argument(help="strategy, scenario or model")],
-    name: Annotated[str, typer.Argument(help="its registered name")],
+    kind: Annotated[
+        str, typer.Argument(help="strategy, scenario or model", autocompletion=_complete_kind)
+    ],
+    name: Annotated[str, typer.Argument(help="its registered name", autocompletion=_complete_name)],
     plugin: PluginOption = None,
 ) -> None:
     """Show one strategy's, scenario source's or model's documentation and hyperparameters."""
@@ -508,9 +531,7 @@ def submit(
         str | None,
         typer.Option(help="MLflow tracking URI the job logs to, e.g. http://HOST:5000"),
     ] = None,
-    experiment_name: Annotated[
-        str | None, typer.Option(help="MLflow experiment name; default the file's")
-    ] = None,
+    experiment_name: ExperimentNameOption = None,
     storage: Annotated[
         str | None, typer.Option(help="checkpoint storage all nodes share (see `run`)")
     ] = None,

@@ -552,12 +552,14 @@ def compare(
         render_table,
         summarize,
     )
-    from lifelong.platform.tracking import resolve_tracking_uri
+    from lifelong.platform.tracking import NO_STORE_HINT, missing_store, resolve_tracking_uri
 
     if format not in FORMATS:
         raise _bad_input(f"--format: unknown format {format!r}; use one of {', '.join(FORMATS)}")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = resolve_tracking_uri(tracking_uri)
+    if (absent := missing_store(uri)) is not None:
+        raise _bad_input(f"no tracking store at {absent} (tracking URI {uri}): {NO_STORE_HINT}")
     client = MlflowClient(tracking_uri=uri)
     try:
         if phase not in ("all", "tune", "test"):

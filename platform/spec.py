@@ -22,10 +22,18 @@ from lifelong.platform.models import MODELS, ModelConfig
 from lifelong.platform.overrides import apply_overrides
 from lifelong.platform.plugins import PluginError, PluginRef, load_entry_points, load_plugin
 from lifelong.platform.search import FoundSpaces, Space, extract_spaces, set_path
+from lifelong.platform.suggest import did_you_mean, field_names, model_at
 from lifelong.platform.training import TrainingConfig
 from lifelong.platform.tuning import TuneSection
 from lifelong.platform.tuning import problems as tune_problems
-from lifelong.scenarios import ScenarioConfig, ScenarioError, Stream, build_stream, check_scenario
+from lifelong.scenarios import (
+    SOURCES,
+    ScenarioConfig,
+    ScenarioError,
+    Stream,
+    build_stream,
+    check_scenario,
+)
 from lifelong.scenarios.builder import source_config
 from lifelong.strategies import STRATEGIES, get_strategy
 
@@ -591,7 +599,7 @@ def _validate(
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as e:
-        problems += _pydantic_problems(e, ())
+        problems += _pydantic_problems(e, (), ExperimentSpec)
     groups: list[tuple[StrategySpec, ...]] = []
     if spec is not None:
         entries = spec.strategies
@@ -739,7 +747,7 @@ def _parse_one_strategy(
     try:
         config = get_strategy(name).Config.model_validate(params)
     except ValidationError as e:
-        problems.extend(_pydantic_problems(e, (*loc, name)))
+        problems.extend(_pydantic_problems(e, (*loc, name), get_strategy(name).Config))
         return None
     params = config.model_dump(by_alias=True)
     bad = [(k, v) for k, v in params.items() if not _plain_number(v)]
@@ -761,7 +769,8 @@ def _scenario_problems(spec: ExperimentSpec) -> list[tuple[Loc, str]]:
     try:
         source_config(spec.scenario)
     except ValidationError as e:
-        return _pydantic_problems(e, ("scenario", "options"))
+        options = SOURCES.get(spec.scenario.source).Config
+        return _pydantic_problems(e, ("scenario", "options"), options)
     except (ValueError, KeyError) as e:
         return [(("scenario", "source"), str(e).strip("'\""))]
     try:
@@ -777,10 +786,15 @@ def _field_loc(field: str) -> Loc:
 
 
 def _unknown(kind: str, name: object, known: Iterable[str]) -> str:
-    return f"unknown {kind} {_clip(repr(name))}; known: {', '.join(known)}"
+    known = list(known)
+    hint = did_you_mean(name, known)
+    return f"unknown {kind} {_clip(repr(name))}{hint}; known: {', '.join(known)}"
 
 
-def _pydantic_problems(e: ValidationError, prefix: Loc) -> list[tuple[Loc, str]]:
+def _pydantic_problems(
+    e: ValidationError, prefix: Loc, model: type[BaseModel] | None = None
+) -> list[tuple[Loc, str]]:
+    """One problem per error of ``e``; an unknown field of ``model`` gets a did-you-mean."""
     out = []
     for err in e.errors(include_url=False):
         loc = (*prefix, *err["loc"])
@@ -789,7 +803,9 @@ def _pydantic_problems(e: ValidationError, prefix: Loc) -> list[tuple[Loc, str]]
             shown = repr(err["input"])
             msg += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            holder = model_at(model, err["loc"][:-1]) if model is not None else None
+            hint = did_you_mean(err["loc"][-1], field_names(holder)) if holder else ""
+            msg = f"unknown field{hint}"
         out.append((loc, msg))
     return out
 

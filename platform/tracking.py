@@ -28,6 +28,7 @@ from lifelong.platform.plots import accuracy_matrix_csv, accuracy_matrix_heatmap
 from lifelong.platform.spec import Experiment, TrialSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+NO_STORE_HINT = "run `lifelong run` in this directory first, or pass --tracking-uri"
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 
 
@@ -39,6 +40,19 @@ def resolve_tracking_uri(uri: str | None) -> str:
     where it was first opened.
     """
     return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def missing_store(uri: str) -> Path | None:
+    """The file of a SQLite tracking store that does not exist yet (None: it exists or is no file).
+
+    ``compare``, which only reads, checks it first: opening the
+    URI would create an empty store, and hide a mistyped directory or URI.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or ":memory:" in uri:
+        return None
+    path = Path(uri[len(prefix) :].partition("?")[0])
+    return None if path.exists() else path
 
 
 def absolute_sqlite(uri: str) -> str:

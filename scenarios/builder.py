@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lifelong.platform.suggest import did_you_mean
 from lifelong.scenarios import avalanche as _avalanche  # noqa: F401  (registers 'avalanche')
 from lifelong.scenarios import disk as _disk  # noqa: F401  (registers torchvision, image_folder, fashion_mnist)
 from lifelong.scenarios import text as _text  # noqa: F401  (registers text_tasks)
@@ -122,14 +123,16 @@ class ScenarioConfig(BaseModel):
     @classmethod
     def _known_preset(cls, name: str | None) -> str | None:
         if name is not None and name not in preset_names():
-            raise ValueError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
+            hint = did_you_mean(name, preset_names())
+            raise ValueError(f"unknown preset {name!r}{hint}; known: {', '.join(preset_names())}")
         return name
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, name: str) -> str:
         if name not in SOURCES:
-            raise ValueError(f"unknown scenario source {name!r}; known: {', '.join(SOURCES)}")
+            hint = did_you_mean(name, SOURCES)
+            raise ValueError(f"unknown scenario source {name!r}{hint}; known: {', '.join(SOURCES)}")
         return name
 
 

@@ -27,7 +27,7 @@ CASES = {
     "malformed yaml": ("strategies: [naive\nseeds: 2\n", r"invalid YAML", None),
     "unknown strategy": (
         GOOD.replace("- naive", "- naiv"),
-        r"strategies\[0\]: unknown strategy 'naiv'; known: .*ewc.*naive",
+        r"strategies\[0\]: unknown strategy 'naiv' \(did you mean 'naive'\?\); known: .*ewc.*naive",
         9,
     ),
     "unknown scenario source": (

@@ -245,7 +245,7 @@ def test_invalid_value_is_located_at_the_override() -> None:
 def test_unknown_field_is_located_at_the_override() -> None:
     assert (
         error_of("training.lrr=0.1")
-        == "command line (training.lrr=0.1): training.lrr: unknown field"
+        == "command line (training.lrr=0.1): training.lrr: unknown field (did you mean 'lr'?)"
     )
 
 
