@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
@@ -15,6 +16,7 @@ from lifelong.platform.hook_errors import driver_paths, reason
 from lifelong.platform.spec import TrialSpec
 from lifelong.platform.tracking import SweepTracker
 
+from .data_parallel import CHECKPOINT_FILE
 from .progress import SweepProgress
 
 
@@ -154,6 +156,7 @@ class TrackingCallback(Callback):
             dict(result.get("strategy_metrics", {})),
             result.get("node_id"),
             anytime=result.get("anytime") or (),
+            system=result.get("system") or {},
         )
         self._last[spec.trial_id] = result
         self.progress.result(spec.trial_id, step, int(result["n_experiences"]))
@@ -176,6 +179,10 @@ class TrackingCallback(Callback):
                 return
             self.on_trial_error(iteration, trials, trial)
             return
+        if self.tracker.log_model and trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as d:
+                state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)
+            self.tracker.log_final_model(spec.trial_id, state["model"])
         finish_from_result(self.tracker, spec.trial_id, last)
         self.progress.finished(spec.trial_id, self.tracker.outcomes[spec.trial_id].final)
 

@@ -15,6 +15,7 @@ import traceback
 
 import torch
 
+from lifelong.cluster.system_metrics import SystemSampler
 from lifelong.platform.expand import scenario_key
 from lifelong.platform.hook_errors import reason
 from lifelong.platform.partial_metrics import partial_description
@@ -40,6 +41,7 @@ def run_in_process(
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(experiment.spec.resources.cpu)))
+    tracker.streams = stream  # each child run logs its stream as an MLflow dataset input
     try:
         return _run_all(experiment, stream, tracker, raise_errors)
     finally:
@@ -63,17 +65,19 @@ def _run_all(
                 learner = build_learner({"trial": trial.to_dict()}, data)
                 learner.evaluate_untrained()
                 last: dict[str, float] = {}
-                for i in range(len(data)):
-                    _, losses = learner.run_experience(i)
-                    result = experience_result(learner, i, losses, "in-process", last)
-                    tracker.trial_result(
-                        trial.trial_id,
-                        i,
-                        result["metrics"],
-                        losses,
-                        result["strategy_metrics"],
-                        anytime=result["anytime"],
-                    )
+                with SystemSampler() as machine:
+                    for i in range(len(data)):
+                        _, losses = learner.run_experience(i)
+                        result = experience_result(learner, i, losses, "in-process", last)
+                        tracker.trial_result(
+                            trial.trial_id,
+                            i,
+                            result["metrics"],
+                            losses,
+                            result["strategy_metrics"],
+                            anytime=result["anytime"],
+                            system=machine.take(),
+                        )
             except Exception as e:
                 if raise_errors:
                     raise
@@ -82,6 +86,8 @@ def _run_all(
                 status = "FAILED"
                 continue
             fresh = learner.fresh if learner.training.plasticity_baseline else None
+            if tracker.log_model:
+                tracker.log_final_model(trial.trial_id, learner.model.state_dict())
             tracker.trial_finished(
                 trial.trial_id,
                 learner.R,

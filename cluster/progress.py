@@ -1,48 +1,141 @@
 """Live progress of a sweep: trials done, running and failed, and each trial's experience.
 
-On a terminal this is a live table (rich); elsewhere (CI logs, pipes) it prints
-one line per event so a log still shows the sweep advancing.
+On a terminal this is a :class:`rich.progress.Progress` view that moves from the
+first second: a bar for the whole sweep (trial-experiences done, elapsed time,
+ETA) and one per running trial (its experience, ETA); each ended trial leaves a
+line above the bars with its ``acc/avg`` or its error, so results stay on
+screen. Before the sweep, :func:`stage` shows what the driver is doing
+("starting Ray") with a ticking clock. Elsewhere (CI logs, pipes) it prints one
+line per event, so a log still shows the sweep advancing.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
+
+ENDED = ("finished", "failed", "stopped")
+
+
+@contextmanager
+def stage(console: Console | None, text: str, *, log: bool = True) -> Iterator[None]:
+    """Show ``text`` while the block runs: a spinner and a ticking clock on a terminal.
+
+    ``log``: also one line after it, with the seconds it took, and elsewhere (a
+    log, a pipe) one line before as well; without it the stage shows on a
+    terminal only and leaves nothing behind.
+    """
+    if console is None or not (log or console.is_terminal):
+        yield
+        return
+    t0 = time.monotonic()
+    if console.is_terminal:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as view:
+            view.add_task(text, total=None)
+            yield
+    else:
+        console.print(f"lifelong: {text} ...", highlight=False, markup=False)
+        yield
+    if log:
+        seconds = time.monotonic() - t0
+        console.print(f"lifelong: {text}: done in {seconds:.1f} s", highlight=False, markup=False)
 
 
 class SweepProgress:
     """Tracks and shows the state of every trial of a sweep."""
 
-    def __init__(self, trial_ids: list[str], console: Console | None = None) -> None:
+    def __init__(
+        self,
+        trial_ids: list[str],
+        console: Console | None = None,
+        n_experiences: int = 1,
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.state: dict[str, str] = dict.fromkeys(trial_ids, "pending")
         self.experience: dict[str, str] = dict.fromkeys(trial_ids, "")
+        self.n_experiences = dict.fromkeys(trial_ids, max(1, n_experiences))
+        self.done_experiences = dict.fromkeys(trial_ids, 0)
         self.t0 = time.monotonic()
-        self._live: Live | None = None
+        self._view: Progress | None = None
+        self._sweep: TaskID | None = None
+        self._bars: dict[str, TaskID] = {}
 
+    # ------------------------------------------------------------------ view
     def __enter__(self) -> SweepProgress:
         if self.console.is_terminal:
-            self._live = Live(
-                self.render(), console=self.console, refresh_per_second=4, transient=False
+            self._view = Progress(
+                SpinnerColumn(finished_text=" "),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(bar_width=None),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                expand=True,
+                refresh_per_second=4,
             )
-            self._live.__enter__()
+            self._view.__enter__()
+            self._sweep = self._view.add_task(self._sweep_text(), total=self._total())
+            self._view.update(self._sweep, completed=self._completed())
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._live is not None:
-            self._live.update(self.render())
-            self._live.__exit__(et, ev, tb)
+        if self._view is not None:
+            self._refresh()
+            self._view.__exit__(et, ev, tb)
+            self._view = None
+
+    def _total(self) -> int:
+        return sum(self.n_experiences.values())
+
+    def _completed(self) -> int:
+        return sum(
+            self.n_experiences[t] if s in ENDED else self.done_experiences[t]
+            for t, s in self.state.items()
+        )
+
+    def _sweep_text(self) -> str:
+        c = self.counts()
+        done = c["finished"] + c["failed"] + c["stopped"]
+        failed = f", {c['failed']} failed" if c["failed"] else ""
+        return f"sweep: {done}/{len(self.state)} trials, {c['running']} running{failed}"
+
+    def _refresh(self) -> None:
+        assert self._view is not None and self._sweep is not None
+        self._view.update(
+            self._sweep,
+            description=self._sweep_text(),
+            total=self._total(),
+            completed=self._completed(),
+        )
 
     def counts(self) -> dict[str, int]:
-        """Number of trials per state (pending, running, finished, failed)."""
-        out = dict.fromkeys(("pending", "running", "finished", "failed", "stopped"), 0)
+        """Number of trials per state (pending, running, finished, failed, stopped)."""
+        out = dict.fromkeys(("pending", "running", *ENDED), 0)
         for s in self.state.values():
             out[s] += 1
         return out
@@ -57,30 +150,35 @@ class SweepProgress:
             f"{c['failed']} failed{stopped} [{time.monotonic() - self.t0:.0f}s]"
         )
 
-    def render(self) -> Group:
-        """The live view: a summary line and a row per running trial."""
-        running = [
-            (t, self.experience.get(t, "")) for t, st in self.state.items() if st == "running"
-        ]
-        if not running:
-            return Group(Text(self.summary_line(), style="bold"))
-        table = Table(show_header=True, header_style="bold", box=None)
-        table.add_column("trial")
-        table.add_column("experience")
-        for tid, exp in running:
-            table.add_row(Text(tid), exp or "starting")  # Text: "[...]" in a label is no markup
-        return Group(Text(self.summary_line(), style="bold"), table)
-
-    def _event(self, trial_id: str, message: str) -> None:
-        if self._live is not None:
-            self._live.update(self.render())
-        else:
+    def _event(self, trial_id: str, message: str, *, ended: bool = False) -> None:
+        if self._view is None:
             self.console.print(
                 Text(f"{self.summary_line()}  {trial_id}: {message}"),
                 highlight=False,
                 soft_wrap=True,
             )
+            return
+        bar = self._bars.get(trial_id)
+        if ended:
+            if bar is not None:
+                self._view.remove_task(self._bars.pop(trial_id))
+            mark = {"finished": "✓", "failed": "✗"}.get(self.state[trial_id], "·")
+            self._view.console.print(
+                Text(f"{mark} {trial_id}: {message}"), highlight=False, soft_wrap=True
+            )
+        elif self.state[trial_id] == "running":
+            if bar is None:
+                bar = self._bars[trial_id] = self._view.add_task(
+                    f"  {trial_id}", total=self.n_experiences[trial_id]
+                )
+            self._view.update(
+                bar,
+                total=self.n_experiences[trial_id],
+                completed=self.done_experiences[trial_id],
+            )
+        self._refresh()
 
+    # ---------------------------------------------------------------- events
     def started(self, trial_id: str) -> None:
         """A trial started (or restarted)."""
         self.state[trial_id] = "running"
@@ -89,24 +187,33 @@ class SweepProgress:
     def result(self, trial_id: str, step: int, total: int) -> None:
         """A trial finished experience ``step`` of ``total``."""
         self.experience[trial_id] = f"{step + 1}/{total}"
+        self.n_experiences[trial_id] = total
+        self.done_experiences[trial_id] = step + 1
         self._event(trial_id, f"experience {step + 1}/{total} done")
 
     def finished(self, trial_id: str, final: dict[str, float]) -> None:
         """A trial finished; ``final`` holds its final metrics."""
         self.state[trial_id] = "finished"
-        self._event(trial_id, f"finished, acc/avg {final.get('acc/avg', float('nan')):.3f}")
+        acc = final.get("acc/avg", float("nan"))
+        self._event(trial_id, f"finished, acc/avg {acc:.3f}", ended=True)
 
     def stopped(self, trial_id: str, reason: str) -> None:
         """A scheduler (ASHA, median stopping) or the time budget stopped a trial early."""
         self.state[trial_id] = "stopped"
-        self._event(trial_id, f"stopped early: {reason}")
+        self._event(trial_id, f"stopped early: {reason}", ended=True)
 
     def restarted(self, trial_id: str, reason: str, n: int, limit: int) -> None:
         """A trial failed and is restarted from its last checkpoint (``max_failures``)."""
         self.state[trial_id] = "running"
+        if self._view is not None:
+            self._view.console.print(
+                Text(f"↻ {trial_id}: restarted ({n} of at most {limit}) after: {reason}"),
+                highlight=False,
+                soft_wrap=True,
+            )
         self._event(trial_id, f"restarted ({n} of at most {limit}) after: {reason}")
 
     def failed(self, trial_id: str, reason: str) -> None:
         """A trial failed with ``reason``."""
         self.state[trial_id] = "failed"
-        self._event(trial_id, f"FAILED: {reason}")
+        self._event(trial_id, f"FAILED: {reason}", ended=True)

@@ -301,7 +301,9 @@ def run_sweep(
     # Save Tune's experiment state often, so a driver that is killed outright
     # (SIGKILL, a lost machine) resumes from recent trial checkpoints.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    progress = SweepProgress([t.trial_id for t in trials], console)
+    first = next(iter(stream.values())) if isinstance(stream, dict) else stream
+    progress = SweepProgress([t.trial_id for t in trials], console, len(first))
+    tracker.streams = stream  # each child run logs its stream as an MLflow dataset input
     if resume is not None:
         tracker.reopen(resume.parent_run_id)
         state = resume

@@ -24,6 +24,7 @@ import ray
 import torch
 from ray import tune
 
+from lifelong.cluster.system_metrics import SystemSampler
 from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.expand import scenario_key, trial_from_config
 from lifelong.platform.learner import Learner, TrainingStopped
@@ -209,14 +210,16 @@ def train_trial(
     )
     helper.start()
     try:
-        while (item := done.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            result, d = item
-            try:
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
+        with SystemSampler() as machine:
+            while (item := done.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                result, d = item
+                result["system"] = machine.take()  # the machine since the last report
+                try:
+                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
     finally:
         stop.set()
         while helper.is_alive() or not done.empty():  # unblock a helper on a full queue

@@ -159,28 +159,40 @@ def run(
             "(for debugging a strategy: breakpoint() and pdb work)",
         ),
     ] = False,
+    log_model: Annotated[
+        bool,
+        typer.Option(
+            "--log-model",
+            help="log each finished trial's final weights to its MLflow run "
+            "(model/state_dict.pt, loadable with weights_only=True, and model/model.json)",
+        ),
+    ] = False,
 ) -> None:
     """Run the sweep an experiment file describes and print a summary per strategy.
 
     Ctrl-C (or SIGTERM) stops the trials, marks their MLflow runs KILLED, keeps
     their checkpoints and exits 130; ``--resume`` then finishes the sweep.
     """
-    from lifelong.cluster.state import NothingToResume, resumable, retryable, state_dir
-    from lifelong.cluster.sweep import ClusterConnectError, StorageFullStop, SweepInterrupted
-    from lifelong.platform.mlflow_io import SPOOL_ENV, SpoolFullError
-    from lifelong.platform.provenance import TAG_CHANGED, changed_files, describe_changes
-    from lifelong.platform.runner import RunError, execute
-    from lifelong.platform.spec import SpecError, load_experiment
+    from lifelong.cluster.progress import stage
 
-    try:
-        experiment = load_experiment(experiment_file, overrides or ())
-    except SpecError as e:
-        raise _bad_input(str(e)) from None
+    with stage(err, f"reading {experiment_file}", log=False):  # a terminal sees it move
+        from lifelong.platform.spec import SpecError, load_experiment
+
+        try:
+            experiment = load_experiment(experiment_file, overrides or ())
+        except SpecError as e:
+            raise _bad_input(str(e)) from None
     if dry_run:
         from lifelong.platform.dry_run import print_dry_run
 
         print_dry_run(experiment, out)
         return
+    with stage(err, "loading Ray Tune and MLflow", log=False):
+        from lifelong.cluster.state import NothingToResume, resumable, retryable, state_dir
+        from lifelong.cluster.sweep import ClusterConnectError, StorageFullStop, SweepInterrupted
+        from lifelong.platform.mlflow_io import SPOOL_ENV, SpoolFullError
+        from lifelong.platform.provenance import TAG_CHANGED, changed_files, describe_changes
+        from lifelong.platform.runner import RunError, execute
     # read where the tracker is made (and by `lifelong sync`); restored after, for callers
     # that run several commands in one process
     with _env(SPOOL_ENV, None if spool_dir is None else str(spool_dir.expanduser().resolve())):
@@ -234,6 +246,7 @@ def run(
                 in_process=in_process,
                 console=err,
                 retry_failed=retry_failed,
+                log_model=log_model,
             )
         except (SpecError, RunError, ClusterConnectError) as e:
             raise _bad_input(str(e)) from None
@@ -299,7 +312,8 @@ def _own_sweep(folder: Path) -> str:
 def _print_results(results: Results, experiment: Experiment) -> None:
     """The end of ``lifelong run``: tables, failures, where to look; exit 1 if a trial failed."""
     from lifelong.platform.partial_metrics import PARTIAL_NOTE
-    from lifelong.platform.summary import summarize, summary_table
+    from lifelong.platform.summary import summarize
+    from lifelong.platform.terminal_table import summary_table
 
     if results.tuned is not None:
         from lifelong.cluster.tuning import choices_table
@@ -311,7 +325,7 @@ def _print_results(results: Results, experiment: Experiment) -> None:
     phase = "test phase, " if results.tuned is not None else ""
     title = f"{results.experiment_name}: {phase}final metrics, mean ± std over seeds"
     if rows:
-        out.print(summary_table(rows, title=title))
+        out.print(summary_table(rows, title=title, width=out.width))
     partial = sorted({t.label for t in results.trials if "eval/coverage" in t.metrics})
     if partial:
         out.print(Text(f"note: {', '.join(partial)}: {PARTIAL_NOTE}"), soft_wrap=True)

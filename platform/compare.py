@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-FORMATS = ("table", "md", "csv", "json")
+FORMATS = ("table", "md", "csv", "json", "latex")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _SWEEP_ID = re.compile(r"^[\w.\-]+$")
 _EXP_J = re.compile(r"^acc/exp_(\d+)$")
@@ -510,11 +510,20 @@ def compare(
         str, typer.Option(help="final metric to rank by (forgetting*: lower is better)")
     ] = "acc/avg",
     format: Annotated[  # noqa: A002 - the option is --format
-        str, typer.Option("--format", help="table (rich), md, csv or json on stdout")
+        str,
+        typer.Option("--format", help="table (rich), md, csv, json or latex (booktabs) on stdout"),
     ] = "table",
     plots: Annotated[
-        Path | None, typer.Option(help="also write the summary figures (PNG) into this folder")
+        Path | None, typer.Option(help="also write the summary figures into this folder")
     ] = None,
+    fig_format: Annotated[
+        str, typer.Option(help="with --plots: the figures' format, png, pdf or svg")
+    ] = "png",
+    dpi: Annotated[int, typer.Option(min=30, max=1200, help="with --plots: resolution")] = 110,
+    no_title: Annotated[
+        bool,
+        typer.Option("--no-title", help="with --plots: no titles (a paper's caption has them)"),
+    ] = False,
     phase: Annotated[
         str,
         typer.Option(
@@ -541,7 +550,8 @@ def compare(
     from mlflow.tracking import MlflowClient
 
     from lifelong.platform.cli import _bad_input, err, out
-    from lifelong.platform.figures import write_figures
+    from lifelong.platform.figures import FIG_FORMATS, FigureStyle, write_figures
+    from lifelong.platform.latex import render_latex
     from lifelong.platform.summary import (
         SUMMARY_METRICS,
         columns_for,
@@ -549,13 +559,21 @@ def compare(
         render_csv,
         render_json,
         render_markdown,
-        render_table,
         summarize,
     )
+    from lifelong.platform.terminal_table import render_table
     from lifelong.platform.tracking import NO_STORE_HINT, missing_store, resolve_tracking_uri
 
     if format not in FORMATS:
         raise _bad_input(f"--format: unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    if fig_format not in FIG_FORMATS:
+        choices = ", ".join(FIG_FORMATS)
+        raise _bad_input(f"--fig-format: unknown format {fig_format!r}; use one of {choices}")
+    given = [o for o, on in (("--fig-format", fig_format != "png"), ("--dpi", dpi != 110),
+                             ("--no-title", no_title)) if on]  # fmt: skip
+    if given and plots is None:
+        raise _bad_input(f"{', '.join(given)}: only for figures; add --plots DIR")
+    style = FigureStyle(format=fig_format, dpi=dpi, titles=not no_title)  # type: ignore[arg-type]
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = resolve_tracking_uri(tracking_uri)
     if (absent := missing_store(uri)) is not None:
@@ -580,15 +598,18 @@ def compare(
         err.print(line, highlight=False, soft_wrap=True, markup=False)
     title = " + ".join(sources)
     if format == "table":
-        out.print(render_table(comparison, title=f"{title}: final metrics over seeds"))
+        head = f"{title}: final metrics over seeds"
+        out.print(render_table(comparison, title=head, width=out.width))
     elif format == "md":
         sys.stdout.write(render_markdown(comparison, title))
     elif format == "csv":
         sys.stdout.write(render_csv(comparison))
+    elif format == "latex":
+        sys.stdout.write(render_latex(comparison, title))
     else:
         sys.stdout.write(render_json(comparison, lines, loaded.differing_keys))
     if plots is not None:
-        for path in write_figures(records, plots, title=title):
+        for path in write_figures(records, plots, title=title, style=style):
             err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     failed = [(r.label, f) for r in rows for f in r.failed]
     for label, reason in failed:

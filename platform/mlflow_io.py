@@ -57,9 +57,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset as DatasetEntity
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 SPOOL_ROOT = Path(".lifelong") / "spool"
 """Where journals are kept for a tracking server, relative to the working directory."""
@@ -466,6 +468,10 @@ class ResilientClient:
         """Remove tag ``key`` from the run (nothing when it has none)."""
         self._write("delete_tag", {"run_id": run_id, "key": key})
 
+    def log_input(self, run_id: str, dataset: dict[str, str], context: str) -> None:
+        """Log a dataset input (an entity's name, digest, source_type, source, profile)."""
+        self._write("log_input", {"run_id": run_id, "dataset": dict(dataset), "context": context})
+
     def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
         """Change a run's status or name."""
         self._write("update_run", {"run_id": run_id, "status": status, "name": name})
@@ -718,6 +724,10 @@ def _apply(client: MlflowClient, op: str, args: dict[str, Any], *, replay: bool 
     elif op == "delete_tag":  # idempotent: a replay may find it gone already
         if args["key"] in client.get_run(args["run_id"]).data.tags:
             client.delete_tag(args["run_id"], args["key"])
+    elif op == "log_input":  # MLflow keeps one input per (run, dataset): a replay adds none
+        entity = DatasetEntity(**args["dataset"])
+        tag = InputTag(MLFLOW_DATASET_CONTEXT, args["context"])
+        client.log_inputs(args["run_id"], datasets=[DatasetInput(entity, tags=[tag])])
     elif op == "update_run":
         client.update_run(args["run_id"], status=args["status"], name=args["name"])
     elif op == "set_terminated":

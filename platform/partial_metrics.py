@@ -25,11 +25,15 @@ partial matrix is never shown as if it came from a full one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
 from lifelong.platform.metrics import check_accuracy_matrix
-from lifelong.platform.training import TrainingConfig
+
+if TYPE_CHECKING:  # the CLI imports this module; torch (under TrainingConfig) waits for a run
+    from lifelong.platform.training import TrainingConfig
 
 __all__ = [
     "PARTIAL_NOTE",

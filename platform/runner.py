@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from lifelong.cluster.progress import stage
 from lifelong.platform.preflight import UnwritablePath, check_sweep_paths, create_store
 from lifelong.platform.spec import Experiment, build_checked_streams
 from lifelong.platform.tracking import SweepTracker, TrialOutcome, resolve_tracking_uri
@@ -124,8 +125,12 @@ def execute(
     raise_errors: bool = False,
     console: Console | None = None,
     retry_failed: bool = False,
+    log_model: bool = False,
 ) -> Results:
     """Run ``experiment`` and return its :class:`Results` (see the module docstring).
+
+    ``log_model``: log each finished trial's final weights to its child run
+    (``lifelong run --log-model``).
 
     ``retry_failed``: with ``resume`` (an ended sweep), run its failed trials again
     into new child runs (``lifelong run --retry-failed``).
@@ -140,25 +145,28 @@ def execute(
     tune = experiment.spec.tune
     if in_process and (resume is not None or retry_failed):
         raise RunError("--in-process does not continue a sweep; run it on Ray (without it)")
+    if tune is not None and log_model:
+        raise RunError("--log-model does not log a tuned sweep's models yet; drop it or `tune:`")
     if tune is not None and (resume is not None or in_process):
         what = "--resume" if resume is not None else "the in-process runner"
         raise RunError(
             f"{what} does not run a tuned sweep (a `tune:` section); run it on Ray, anew"
         )
-    streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
-    uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
-    try:  # before anything is written or Ray starts: every path the sweep writes
-        check_sweep_paths(storage, uri, checkpoints=not in_process)
-        create_store(uri)
-    except UnwritablePath as e:
-        raise RunError(str(e)) from None
-    if resume is not None:
-        _sync_journals(uri, console)
-    streams = cache_features(experiment, streams, console)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "creating tables" notices
+    with stage(console, "building the stream and opening the tracking store"):
+        streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
+        uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
+        try:  # before anything is written or Ray starts: every path the sweep writes
+            check_sweep_paths(storage, uri, checkpoints=not in_process)
+            create_store(uri)
+        except UnwritablePath as e:
+            raise RunError(str(e)) from None
+        if resume is not None:
+            _sync_journals(uri, console)
+        streams = cache_features(experiment, streams, console)
     stream: Any = streams if len(streams) > 1 else next(iter(streams.values()))
     first = next(iter(streams.values()))
     name = experiment_name or experiment.name
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "creating tables" notices
     where = "in this process" if in_process else "on Ray"
     if tune is None:
         what = f"{len(experiment.trials())} trials"
@@ -179,6 +187,7 @@ def execute(
         from lifelong.cluster.inline import run_in_process
 
         tracker = SweepTracker(experiment, uri, name)
+        tracker.log_model = log_model
         outcomes = run_in_process(experiment, stream, tracker, raise_errors=raise_errors)
         tracker.client.close()
         return Results(name, uri, str(tracker.parent_run_id), [_result(o) for o in outcomes])
@@ -194,6 +203,7 @@ def execute(
         (state_file, state_folder),
         console,
         retry_failed=retry_failed,
+        log_model=log_model,
     )
 
 
@@ -267,6 +277,7 @@ def _on_ray(
     console: Console,
     *,
     retry_failed: bool = False,
+    log_model: bool = False,
 ) -> Results:
     from lifelong.cluster.sweep import ensure_ray, in_ray_job, plugin_imports, run_sweep
     from lifelong.platform.plugins import discard_staged, stage_for_workers
@@ -279,7 +290,8 @@ def _on_ray(
     )
     staged = list(runtime_env.get("py_modules", []))  # ray.init rewrites them to URIs
     try:
-        started = ensure_ray(address, num_cpus=num_cpus, runtime_env=runtime_env)
+        with stage(console, f"joining Ray at {address}" if address else "starting Ray"):
+            started = ensure_ray(address, num_cpus=num_cpus, runtime_env=runtime_env)
     except BaseException:
         discard_staged(staged)
         raise
@@ -320,6 +332,7 @@ def _on_ray(
                 tuned,
             )
         tracker = SweepTracker(experiment, uri, name)
+        tracker.log_model = log_model
         if resume is not None:  # the CLI refused changes unless --allow-changed-plugins
             tracker.plugin_changes = changed_files(resume.plugin_sha256, experiment.plugins)
         try:

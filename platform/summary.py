@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.markup import escape
-from rich.table import Table
 
 from lifelong.platform import metrics as M
 
@@ -349,7 +347,7 @@ def cell_text(comparison: Comparison, row: StrategySummary, metric: str) -> str:
     return text
 
 
-def _seeds_text(row: StrategySummary) -> str:
+def seeds_text(row: StrategySummary) -> str:
     """``3``, ``2 (1 failed)``, ``2 (+4 repeats)`` or ``2 (1 failed, +1 repeat)``."""
     extra = [f"{len(row.failed)} failed"] if row.failed else []
     if row.n_repeats:
@@ -357,7 +355,8 @@ def _seeds_text(row: StrategySummary) -> str:
     return f"{row.n_finished}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _p_text(comparison: Comparison, row: StrategySummary) -> str:
+def p_text(comparison: Comparison, row: StrategySummary) -> str:
+    """The row's p-value against the best of the ranking metric, and its test (or ``best``)."""
     mark = comparison.marks.get((row.label, comparison.metric))
     if mark is None:
         return "—"
@@ -368,33 +367,6 @@ def _p_text(comparison: Comparison, row: StrategySummary) -> str:
     return f"{mark.p:.3g} ({mark.test})"
 
 
-def render_table(comparison: Comparison, title: str = "") -> Table:
-    """A rich table: rank, strategy, seeds, ``mean ± std`` per metric, p vs the best."""
-    table = Table(title=title or None, title_justify="left", caption_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("strategy", style="bold")
-    table.add_column("seeds", justify="right")
-    for m in comparison.columns:
-        table.add_column(m, justify="right")
-    table.add_column(f"p vs best ({comparison.metric})", justify="right")
-    for i, r in enumerate(comparison.rows, 1):
-        cells = []
-        for m in comparison.columns:
-            text = cell_text(comparison, r, m)
-            mark = comparison.marks.get((r.label, m), Mark())
-            style = "bold green" if mark.best else ("green" if mark.within_noise else "")
-            cells.append(f"[{style}]{text}[/]" if style else text)
-        label = escape(r.label)  # `naive [training.lr=0.1]` is no markup tag
-        table.add_row(str(i), label, _seeds_text(r), *cells, _p_text(comparison, r))
-    table.caption = method_note(comparison)
-    return table
-
-
-def summary_table(rows: Sequence[StrategySummary], title: str = "") -> Table:
-    """The end-of-``run`` table: the rows ranked by ``acc/avg`` (see :func:`render_table`)."""
-    return render_table(compare_rows(rows), title)
-
-
 def render_markdown(comparison: Comparison, title: str = "") -> str:
     """The comparison as a Markdown table with the method note below it."""
     head = ["#", "strategy", "seeds", *comparison.columns, f"p vs best ({comparison.metric})"]
@@ -403,8 +375,8 @@ def render_markdown(comparison: Comparison, title: str = "") -> str:
     lines.append("|" + "|".join("---:" if h != "strategy" else "---" for h in head) + "|")
     for i, r in enumerate(comparison.rows, 1):
         cells = [cell_text(comparison, r, m) for m in comparison.columns]
-        row = [str(i), r.label.replace("|", "\\|"), _seeds_text(r), *cells]
-        lines.append("| " + " | ".join([*row, _p_text(comparison, r)]) + " |")
+        row = [str(i), r.label.replace("|", "\\|"), seeds_text(r), *cells]
+        lines.append("| " + " | ".join([*row, p_text(comparison, r)]) + " |")
     lines += ["", method_note(comparison), ""]
     return "\n".join(lines)
 

@@ -21,11 +21,13 @@ import yaml
 from mlflow.entities import Metric, Param
 
 from lifelong.platform import metrics, provenance
-from lifelong.platform.expand import resolved_sections
+from lifelong.platform.expand import resolved_sections, scenario_key
 from lifelong.platform.mlflow_io import ResilientClient
 from lifelong.platform.partial_metrics import partial_summary
 from lifelong.platform.plots import accuracy_matrix_csv, accuracy_matrix_heatmap
 from lifelong.platform.spec import Experiment, TrialSpec
+from lifelong.platform.stream_dataset import StreamDataset
+from lifelong.scenarios.stream import LazyExperiences, Stream
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NO_STORE_HINT = "run `lifelong run` in this directory first, or pass --tracking-uri"
@@ -129,6 +131,11 @@ class SweepTracker:
         self._provenance: tuple[dict[str, str], dict[str, str]] | None = None
         # {trial id: its FAILED run} of the trials run again (lifelong run --retry-failed)
         self.retry_of: dict[str, str] = {}
+        # the stream(s) the trials learn: each child run logs its stream as a dataset input
+        self.streams: Stream | dict[str, Stream] | None = None
+        self._datasets: dict[str, dict[str, str]] = {}
+        # lifelong run --log-model: each finished trial's final weights become artifacts
+        self.log_model = False
 
     # ------------------------------------------------------------------ sweep
     def start(self) -> str:
@@ -277,6 +284,8 @@ class SweepTracker:
             )
         for name, text in self._provenance_of()[1].items():
             self._log_text(run.info.run_id, text, name)
+        if (dataset := self._dataset_of(scenario)) is not None:
+            self.client.log_input(run.info.run_id, dataset, context="training")
         params = self._common_params(trial)
         if self.split:
             params["scenario.split"] = self.split
@@ -290,6 +299,23 @@ class SweepTracker:
         self.outcomes[trial.trial_id] = outcome
         return outcome
 
+    def _dataset_of(self, scenario: dict[str, Any]) -> dict[str, str] | None:
+        """The trial's stream as an MLflow dataset entity's fields (None: no stream known)."""
+        if self.streams is None:
+            return None
+        key = scenario_key(scenario) if isinstance(self.streams, dict) else ""
+        if key not in self._datasets:
+            stream = self.streams[key] if isinstance(self.streams, dict) else self.streams
+            entity = StreamDataset(stream, scenario)._to_mlflow_entity()
+            self._datasets[key] = {
+                "name": entity.name,
+                "digest": entity.digest,
+                "source_type": entity.source_type,
+                "source": entity.source,
+                "profile": entity.profile or "",
+            }
+        return self._datasets[key]
+
     def trial_result(
         self,
         trial_id: str,
@@ -300,8 +326,12 @@ class SweepTracker:
         node_id: str | None = None,
         *,
         anytime: Sequence[Sequence[float]] = (),
+        system: Mapping[str, float] | None = None,
     ) -> None:
         """Log the metrics of experience ``step``; a step already logged is skipped.
+
+        ``system``: the trial machine's system metrics since the last step
+        (:mod:`lifelong.cluster.system_metrics`), logged as ``system/<name>``.
 
         ``anytime``: ``(samples seen, accuracy)`` points taken while the experience
         trained (``training.anytime_every``), logged as ``anytime/acc`` with the
@@ -324,6 +354,7 @@ class SweepTracker:
         )
         values.update({f"loss/{k}": v for k, v in losses.items()})
         values.update(extra or {})
+        values.update({f"system/{k}": v for k, v in (system or {}).items()})
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in values.items()]
         batch += [Metric("anytime/acc", float(acc), now, int(seen)) for seen, acc in anytime]
@@ -380,6 +411,38 @@ class SweepTracker:
             self.client.log_artifact(outcome.run_id, str(png))
         outcome.status = "FINISHED"
         self.client.set_terminated(outcome.run_id, status="FINISHED")
+
+    def log_final_model(self, trial_id: str, weights: Mapping[str, Any]) -> None:
+        """Log the trial's final weights as ``model/state_dict.pt`` and ``model/model.json``.
+
+        ``state_dict.pt`` loads with ``torch.load(..., weights_only=True)`` into the
+        model that ``model.json``'s ``model`` and ``scenario`` sections build
+        (:func:`lifelong.platform.models.build_model`); the run is tagged
+        ``lifelong.model``.
+        """
+        import torch
+
+        outcome = self.outcomes[trial_id]
+        trial = outcome.trial
+        about = {
+            "model": trial.model or self.experiment.spec.model.model_dump(mode="json"),
+            "scenario": trial.scenario or self.experiment.spec.scenario.model_dump(mode="json"),
+            "strategy": trial.label,
+            "seed": trial.seed,
+            "load": "torch.load('state_dict.pt', weights_only=True)",
+        }
+        if self.streams is not None:  # what build_model needs besides the model section
+            key = scenario_key(about["scenario"]) if isinstance(self.streams, dict) else ""
+            stream = self.streams[key] if isinstance(self.streams, dict) else self.streams
+            about |= {"input_shape": list(stream.input_shape), "n_classes": stream.n_classes}
+            if not isinstance(stream.experiences, LazyExperiences):  # not read again for it
+                about["task_classes"] = [list(c) for c in stream.task_classes]
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(dict(weights), Path(d) / "state_dict.pt")
+            (Path(d) / "model.json").write_text(json.dumps(about, indent=2, default=str))
+            for name in ("state_dict.pt", "model.json"):
+                self.client.log_artifact(outcome.run_id, str(Path(d) / name), "model")
+        self.client.set_tag(outcome.run_id, "lifelong.model", "model/state_dict.pt")
 
     def trial_stopped(self, trial_id: str, reason: str) -> None:
         """End the run KILLED: a scheduler or the time budget stopped the trial early.

@@ -33,8 +33,8 @@ from lifelong.platform.summary import (
     TrialRecord,
     compare_rows,
     summarize,
-    summary_table,
 )
+from lifelong.platform.terminal_table import summary_table
 
 from test_compare_kit import tiny_sweep
 
@@ -326,7 +326,7 @@ def _table_labels(rows: list[StrategySummary]) -> list[str]:
     console = Console(record=True, width=250)
     console.print(summary_table(rows))
     text = console.export_text()
-    return [m.group(1) for m in re.finditer(r"^│\s*\d+\s*│\s*(\S+)\s*│", text, re.MULTILINE)]
+    return [m.group(1) for m in re.finditer(r"^\s*\d+\s+(\S+)\s+\d+\s", text, re.MULTILINE)]
 
 
 def test_run_summary_and_compare_rank_an_exact_tie_identically(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_32_trials_at_once_on_sqlite_lose_nothing(ray_instance: str, in_tmp: Pat
     assert hammer.returncode == 0 and hammer_steps > 0  # the other writer really wrote
     assert "trials: 32/32 done, 0 running, 0 failed" in result.stderr
     for label in ("naive", "l2"):  # the summary counts every seed of each strategy
-        assert re.search(rf"│ {label}\s+│\s+{N_SEEDS} │", result.stdout), result.stdout
+        assert re.search(rf"^\s*\d+\s+{label}\s+{N_SEEDS}\s", result.stdout, re.M), result.stdout
 
     client = MlflowClient(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     exp = client.get_experiment_by_name("crowd")
