@@ -73,6 +73,11 @@ WELCH = "Welch's t-test (scipy.stats.ttest_ind, equal_var=False)"
 ARTIFACT_CSV = "summary.csv"
 ARTIFACT_MD = "summary.md"
 ARTIFACT_TABLE = "summary_table.json"
+MLFLOW_RUN_NOTE = "mlflow.note.content"
+"""The tag MLflow shows as a run's description, at the top of its page (Markdown)."""
+DESCRIPTION_FOOTER = (
+    "\nFigures: the artifacts `figures/`. Compare in a terminal: `lifelong compare <sweep id>`.\n"
+)
 ARTIFACT_FIGURES = "figures"
 
 
@@ -541,6 +546,9 @@ def _log_summary(
     with tempfile.TemporaryDirectory() as d:
         comparison, _ = write_summary(recs, d, title=title)
         client.log_artifacts(run_id, d)
+        # The run's description (MLflow shows it first on the run's page): the ranked table.
+        note = (Path(d) / ARTIFACT_MD).read_text(encoding="utf-8")
+        client.set_tag(run_id, MLFLOW_RUN_NOTE, note + DESCRIPTION_FOOTER)
         data = table_data(comparison)
         existing = {a.path for a in client.list_artifacts(run_id)}
         if ARTIFACT_TABLE in existing:  # log_table would append: write the same format

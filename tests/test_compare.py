@@ -91,6 +91,8 @@ def test_parent_run_holds_the_summary_table_and_figures(store: dict) -> None:
             assert rows[label][f"{m} std"] == pytest.approx(np.std(values, ddof=1), abs=1e-9)
     md = Path(client.download_artifacts(parent, "summary.md", str(store["tmp"]))).read_text()
     assert "| ewc | 2 (1 failed) |" in md and "paired t-test" in md
+    description = client.get_run(parent).data.tags["mlflow.note.content"]  # the run's page top
+    assert description.startswith(md) and "lifelong compare" in description
 
 
 def test_compare_json_equals_statistics_of_the_child_runs(store: dict) -> None:
