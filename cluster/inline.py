@@ -19,6 +19,7 @@ from lifelong.cluster.system_metrics import SystemSampler
 from lifelong.platform.expand import scenario_key
 from lifelong.platform.hook_errors import reason
 from lifelong.platform.partial_metrics import partial_description
+from lifelong.platform.shared_reference import discard_reference, reference_dir
 from lifelong.platform.spec import Experiment
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
@@ -62,7 +63,8 @@ def _run_all(
             data = stream[scenario_key(trial.scenario)] if isinstance(stream, dict) else stream
             tracker.trial_started(trial)
             try:
-                learner = build_learner({"trial": trial.to_dict()}, data)
+                shared = str(reference_dir(tracker.sweep_id))
+                learner = build_learner({"trial": trial.to_dict(), "reference_cache": shared}, data)
                 learner.evaluate_untrained()
                 last: dict[str, float] = {}
                 with SystemSampler() as machine:
@@ -99,4 +101,5 @@ def _run_all(
         tracker.abort("the in-process sweep was interrupted")
         raise
     tracker.finish(status)
+    discard_reference(tracker.sweep_id)
     return [tracker.outcomes[t.trial_id] for t in trials]

@@ -30,6 +30,7 @@ from lifelong.platform.hook_errors import driver_paths, reason
 from lifelong.platform.mlflow_io import safe_name
 from lifelong.platform.plugins import shipped_package
 from lifelong.platform.preflight import DEFAULT_STORAGE
+from lifelong.platform.shared_reference import discard_reference, reference_dir
 from lifelong.platform.spec import Experiment, ExperimentSpec, TrialSpec
 from lifelong.platform.tracking import SweepTracker, TrialOutcome
 from lifelong.scenarios.stream import Stream
@@ -384,6 +385,7 @@ def run_sweep(
             "threads": max(1, int(spec.resources.cpu)),
             "resources": spec.resources.model_dump(mode="json"),
             "plugins": plugins if plugins is not None else plugin_imports(experiment, None),
+            "reference_cache": str(reference_dir(state.sweep_id)),
         }
         if searched:
             assert tune_run is not None and tune_run.base is not None
@@ -443,6 +445,7 @@ def run_sweep(
     failed = any(o.status == "FAILED" for o in tracker.outcomes.values())
     tracker.finish("FAILED" if failed else "FINISHED")
     _save_status(state, state_file, ENDED)
+    discard_reference(state.sweep_id)  # no trial of the sweep reads it again
     by_id = tracker.outcomes
     return [by_id[t.trial_id] for t in trials if t.trial_id in by_id]
 

@@ -32,6 +32,7 @@ from lifelong.platform.metrics import step_metrics
 from lifelong.platform.models import ModelConfig
 from lifelong.platform.partial_metrics import partial_description, partial_step_metrics
 from lifelong.platform.plugins import import_on_worker, load_plugin
+from lifelong.platform.shared_reference import ReferenceCache, sharing_enabled
 from lifelong.platform.training import TrainingConfig
 from lifelong.platform.tuning import METRICS
 from lifelong.scenarios.stream import Stream
@@ -62,7 +63,10 @@ def build_learner(
         pairs = [(s.name, dict(s.params)) for s in trial.strategies]
         return build_avalanche_learner(stream, model, pairs, training, trial.seed)
     strategies = [build_strategy(s.name, s.params) for s in trial.strategies]
-    return Learner(stream, model, strategies, training, trial.seed, parallel)
+    learner = Learner(stream, model, strategies, training, trial.seed, parallel)
+    if config.get("reference_cache") and sharing_enabled():  # the sweep's shared reference
+        learner.reference_cache = ReferenceCache(config["reference_cache"])
+    return learner
 
 
 def _plasticity(learner: Learner, i: int) -> dict[str, float]:

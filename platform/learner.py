@@ -40,6 +40,7 @@ from lifelong.platform.models import ContinualModel, ModelConfig, build_model
 from lifelong.platform.models.core import frozen_modules
 from lifelong.platform.models.feature_cache import is_encoded
 from lifelong.platform.sgd import plain_sgd_step
+from lifelong.platform.shared_reference import ReferenceCache
 from lifelong.platform.task_loss import (
     IGNORE,
     bce_seen,
@@ -48,6 +49,7 @@ from lifelong.platform.task_loss import (
 )
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.augment import build_augment
+from lifelong.scenarios.digest import stream_digest
 from lifelong.scenarios.stream import Experience, Stream
 from lifelong.strategies.base import Batch, Context, Strategy, check_state
 
@@ -270,6 +272,9 @@ class Learner:
         self._named: dict[str, torch.nn.Parameter] = {}  # name -> parameter, per experience
         self._loss_hooks: list[Strategy] = []
         self._backward_hooks: list[Strategy] = []
+        # the plasticity reference shared by the sweep's trials (platform/shared_reference.py)
+        self.reference_cache: ReferenceCache | None = None
+        self._digest: str | None = None  # the stream's, computed once for the cache key
         self._hooks: dict[str, list[Strategy]] = {}  # per-step hook -> who overrides it
         self._ctx: Context | None = None  # the training context, while an experience trains
         self._seen: Tensor | None = None  # bce_seen: the classes seen so far
@@ -750,10 +755,26 @@ class Learner:
         """
         seed = int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0])
         training = self.training.model_copy(update={"plasticity_baseline": False})
-        with torch.random.fork_rng(devices=[]):
-            fresh = Learner(self.stream, self.model_config, [], training, seed, self.parallel)
-            fresh.train_experience(i)
-            return float(fresh.evaluate([i])[i])
+
+        def compute() -> float:
+            with torch.random.fork_rng(devices=[]):
+                fresh = Learner(self.stream, self.model_config, [], training, seed, self.parallel)
+                fresh.train_experience(i)
+                return float(fresh.evaluate([i])[i])
+
+        if self.reference_cache is None or self.parallel is not None:  # workers train together
+            return compute()
+        key = {
+            "what": "plasticity/fresh",
+            "stream": stream_digest(self.stream)[0] if self._digest is None else self._digest,
+            "model": self.model_config.model_dump(mode="json"),
+            "training": training.model_dump(mode="json"),
+            "seed": self.seed,
+            "experience": i,
+            "device": str(self.fabric.device),
+        }
+        self._digest = key["stream"]
+        return self.reference_cache.get(key, compute)
 
     @_blamed
     def strategy_metrics(self) -> dict[str, float]:
