@@ -31,6 +31,7 @@ import torch
 from ray import tune
 from ray.util.queue import Empty, Queue
 
+from lifelong.cluster.system_metrics import SystemSampler
 from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.learner import TrainingStopped
 from lifelong.platform.spec import ExperimentSpec
@@ -133,17 +134,20 @@ def train_data_parallel(
         finally:
             results.put(None)
 
+    machine = SystemSampler()  # set up before the workers train: it never delays a report
     helper = threading.Thread(target=fit, name="lifelong-train-workers", daemon=True)
     helper.start()
     try:
-        while (item := results.get()) is not None:
-            result, learner_state = item
-            d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
-            try:
-                (d / CHECKPOINT_FILE).write_bytes(learner_state)
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
+        with machine:  # the machine of the trial's process
+            while (item := results.get()) is not None:
+                result, learner_state = item
+                result["system"] = machine.take()
+                d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
+                try:
+                    (d / CHECKPOINT_FILE).write_bytes(learner_state)
+                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
         helper.join()
         if failure:
             raise worker_error(failure[0]) from failure[0]

@@ -212,9 +212,10 @@ def train_trial(
     helper = threading.Thread(
         target=train_ahead, args=(learner, node, done, stop), name="lifelong-train", daemon=True
     )
-    helper.start()
+    machine = SystemSampler()  # set up (MLflow's monitors: ~1 s) before training starts,
+    helper.start()  # so that it never delays a report
     try:
-        with SystemSampler() as machine:
+        with machine:
             while (item := done.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item

@@ -291,9 +291,18 @@ def _env(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = before
 
 
-def ui_hint(uri: str) -> str:
-    """How to open the MLflow UI on the store at ``uri``: a command, or the server's address."""
+def ui_hint(uri: str, experiment: str | None = None) -> str:
+    """How to open the MLflow UI on the store at ``uri``: a command, or the server's address.
+
+    On a tracking server, with ``experiment`` (a name): the URL of its runs charted
+    per strategy (the view :func:`lifelong.platform.ui_view.comparison_view_url` saves).
+    """
     if uri.startswith(("http://", "https://")):
+        if experiment is not None:
+            try:
+                return _comparison_url(uri, uri, experiment) + " (the tracking server's UI)"
+            except (typer.Exit, Exception):  # noqa: BLE001 - a hint; the results are logged
+                pass
         return f"{uri} (the tracking server serves it; open it in a browser)"
     from lifelong.platform.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
@@ -335,7 +344,9 @@ def _print_results(results: Results, experiment: Experiment) -> None:
             f"[red]FAILED[/] {escape(label)} {escape(reason)}", highlight=False, soft_wrap=True
         )
     out.print(
-        f"Open the MLflow UI: {ui_hint(results.tracking_uri)}", highlight=False, soft_wrap=True
+        f"Open the MLflow UI: {ui_hint(results.tracking_uri, results.experiment_name)}",
+        highlight=False,
+        soft_wrap=True,
     )
     if failed or not results.trials:
         raise typer.Exit(1)
@@ -487,14 +498,29 @@ def ui(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 5000,
     workers: Annotated[int, typer.Option(min=1, help="UI server processes")] = 1,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            help="the MLflow experiment (name or id) to open on; default: the latest sweep's"
+        ),
+    ] = None,
 ) -> None:
-    """Start the MLflow UI against the same store ``lifelong run`` logs to."""
-    from lifelong.platform.tracking import resolve_tracking_uri
+    """Start the MLflow UI against the same store ``lifelong run`` logs to.
+
+    It prints (and the URL opens on) the experiment's Model-training runs,
+    charted per strategy: ``acc/avg`` grouped by the ``strategy`` tag, one
+    averaged line per strategy (an MLflow saved view, ``docs/compare.md``).
+    """
+    from lifelong.platform.tracking import missing_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise _bad_input(f"{uri} is a tracking server already; open it in a browser")
     _check_port(host, port)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}"
+    if missing_store(uri) is None:  # a store with sweeps: open on the comparison
+        url = _comparison_url(uri, url, experiment)
     cmd = [
         sys.executable,
         "-m",
@@ -509,8 +535,26 @@ def ui(
         "--workers",
         str(workers),
     ]
-    err.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it", highlight=False)
+    err.print(f"MLflow UI on {url} (store {uri}); Ctrl-C stops it", highlight=False, soft_wrap=True)
     raise typer.Exit(serve(cmd))
+
+
+def _comparison_url(uri: str, base: str, experiment: str | None) -> str:
+    """``base``'s URL of ``experiment``'s (default: the latest sweep's) runs per strategy."""
+    from mlflow.tracking import MlflowClient
+
+    from lifelong.platform.ui_view import (
+        comparison_view_url,
+        experiment_id_of,
+        latest_sweep_experiment,
+    )
+
+    client = MlflowClient(uri)
+    if experiment is None:
+        found = latest_sweep_experiment(client)
+    elif (found := experiment_id_of(client, experiment)) is None:
+        raise _bad_input(f"--experiment: no MLflow experiment {experiment!r} in {uri}")
+    return base if found is None else comparison_view_url(base, client, found)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from lifelong.platform.partial_metrics import PARTIAL_NOTE
+from lifelong.platform.provenance import TAG_CHANGED as PLUGINS_CHANGED
 from lifelong.platform.summary import ALPHA, TrialRecord
 
 if TYPE_CHECKING:
@@ -409,6 +410,7 @@ def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) ->
         groups.setdefault((digest_of[r.info.run_id], _seed(r)), []).append(r)
     records, notes = [], []
     partials: dict[str, str] = {}  # a partial accuracy matrix is said once per row
+    changed: dict[str, list[int]] = {}  # seeds resumed with changed plugin code, per row
     for (digest, _), group in groups.items():
         record = replace(
             record_from_run(client, group[0]),
@@ -422,6 +424,8 @@ def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) ->
         partial = group[0].data.tags.get("lifelong.partial_R")
         if partial:
             partials[record.label] = f"note: {record.label}: {partial}; {PARTIAL_NOTE}"
+        if PLUGINS_CHANGED in group[0].data.tags:  # its experiences ran two versions of code
+            changed.setdefault(record.label, []).append(record.seed)
     records.sort(key=lambda r: (r.label, r.seed))
     keys = differing_keys(list(row_configs.values()))
     head = (
@@ -431,6 +435,12 @@ def load(client: MlflowClient, args: Sequence[str], phase: str | None = None) ->
     )
     lines = [f"{s.description}: {len(s.runs)} trial run(s)" for s in sources]
     tail = [partials[k] for k in sorted(partials)]
+    tail += [
+        f"note: {label}: seed(s) {', '.join(map(str, sorted(seeds)))} resumed with changed "
+        f"plugin code (tag {PLUGINS_CHANGED}): experiences before and after the change ran "
+        "different code"
+        for label, seeds in sorted(changed.items())
+    ]
     return Loaded(records, lines, keys, head + [n for *_, n in sorted(notes)] + tail)
 
 

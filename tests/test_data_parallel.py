@@ -300,6 +300,8 @@ def test_a_sweep_on_two_workers_logs_what_one_process_logs(ray_instance: str, in
         np.testing.assert_allclose(R2, R1, atol=1e-6)
         assert set(k2.data.metrics) == set(k1.data.metrics)
         for key, value in k1.data.metrics.items():
+            if key.startswith("system/"):  # the machine's load at the time, not the learning
+                continue
             assert k2.data.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
         steps = [m.step for m in client.get_metric_history(k2.info.run_id, "acc/avg")]
         assert steps == [0, 1]

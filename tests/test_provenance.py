@@ -19,7 +19,9 @@ from pathlib import Path
 
 import yaml
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
+from lifelong.platform.cli import app
 from lifelong.platform.provenance import TAG_CHANGED
 
 from conftest import tiny_experiment
@@ -126,6 +128,9 @@ def test_runs_record_plugin_code_and_a_changed_plugin_is_refused_then_allowed(
         m.step: m.value for m in client.get_metric_history(run.info.run_id, "gated/version")
     }
     assert versions == {0: 1.0, 1: 2.0}  # experience 0 ran the old code, 1 the new
+    compared = CliRunner().invoke(app, ["compare", done.info.experiment_id, "--tracking-uri", uri])
+    assert compared.exit_code == 0, compared.output
+    assert "resumed with changed plugin code" in " ".join(compared.stderr.split())
 
 
 def test_package_versions_and_changed_files(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def check_exactly_once(uri: str, name: str) -> dict[str, int]:
             steps = [m.step for m in client.get_metric_history(kid.info.run_id, key)]
             counts["points"] += len(steps)
             counts["duplicated"] += len(steps) - len(set(steps))
-            if key in PER_STEP:
+            if key in PER_STEP or key.startswith("system/"):  # system/: per experience too
                 expected = set(range(N_EXP))
             elif key.startswith("loss/"):  # a strategy's term: from its first experience on
                 expected = set(range(min(steps, default=0), N_EXP))
