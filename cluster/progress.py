@@ -122,6 +122,8 @@ class SweepProgress:
         c = self.counts()
         done = c["finished"] + c["failed"] + c["stopped"]
         failed = f", {c['failed']} failed" if c["failed"] else ""
+        if not done and not c["running"]:  # Tune and its workers are starting
+            return f"sweep: 0/{len(self.state)} trials, Ray Tune starting the first"
         return f"sweep: {done}/{len(self.state)} trials, {c['running']} running{failed}"
 
     def _refresh(self) -> None:
