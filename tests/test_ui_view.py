@@ -70,6 +70,20 @@ def _store(uri: str, artifacts: Path) -> str:
     return exp_id
 
 
+def _parent_with_summary(client: MlflowClient, exp_id: str) -> str:
+    """Log the sweep summary to the store's parent run (as a sweep's end does); its id."""
+    from lifelong.platform.summary import TrialRecord, log_sweep_summary
+
+    (parent,) = client.search_runs([exp_id], "tags.`lifelong.role` = 'sweep'")
+    records = [
+        TrialRecord(s, seed, "FINISHED", {"acc/avg": acc(s, seed, STEPS[-1])})
+        for s in BASE
+        for seed in SEEDS
+    ]
+    log_sweep_summary(client, parent.info.run_id, records, title="ui-view")
+    return parent.info.run_id
+
+
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[tuple[str, MlflowClient, str]]:
     """``mlflow server`` on 127.0.0.1 over the small store; stopped after the test."""
@@ -149,6 +163,15 @@ def test_printed_url_opens_acc_avg_charted_per_strategy(
             assert page.get_by_role("heading", name="forgetting/avg").count() == 0
             assert "workflowType=machine_learning" in page.url
             page.screenshot(path=ARTIFACTS / "mlflow_ui_view_by_strategy.png")
+
+            # the parent run's page opens on its description: the ranked summary table
+            parent = _parent_with_summary(client, exp_id)
+            page.goto(f"{url}/#/experiments/{exp_id}/runs/{parent}?workflowType=machine_learning")
+            table = page.locator("table", has_text="p vs best (acc/avg)").first
+            table.wait_for()
+            rows = [r.inner_text().split("\t")[:2] for r in table.locator("tbody tr").all()]
+            assert [cells[1].strip() for cells in rows] == ["ewc", "naive"], rows
+            page.screenshot(path=ARTIFACTS / "mlflow_ui_parent_description.png")
         finally:
             browser.close()
     png = ARTIFACTS / "mlflow_ui_view_by_strategy.png"
