@@ -1,13 +1,14 @@
-"""The link ``comparison_view_url`` prints opens the per-strategy acc/avg chart in a real browser.
+"""The URL ``lifelong ui`` prints opens the per-strategy acc/avg chart in a real browser.
 
-A real ``mlflow server`` on 127.0.0.1 serves a store holding a sweep parent and
-its nested trials (tag ``strategy`` naive/ewc, ``acc/avg`` over steps 0-2); a
+``lifelong ui`` (MLflow's UI on 127.0.0.1) serves a store holding a sweep parent
+and its nested trials (tag ``strategy`` naive/ewc, ``acc/avg`` over steps 0-2); a
 fresh headless Chromium (Debian's ``/usr/bin/chromium`` through Playwright, as in
 ``test_browser.py``, and with no preset local storage: the link alone must do it)
-opens the URL. The page must show the runs' charts grouped by strategy, one
-averaged ``acc/avg`` line per group, and nothing else charted. Screenshots land in
-``.lifelong/test-artifacts/``. Skips as ``test_browser.py`` does when the browser
-is missing (a failure under ``CI=true``).
+opens the URL it printed. The page must show the runs' charts grouped by strategy,
+one averaged ``acc/avg`` line per group, and nothing else charted; the parent
+run's page must open on the ranked summary table (its description). Screenshots
+land in ``.lifelong/test-artifacts/``. Skips as ``test_browser.py`` does when the
+browser is missing (a failure under ``CI=true``).
 """
 
 from __future__ import annotations
@@ -85,45 +86,47 @@ def _parent_with_summary(client: MlflowClient, exp_id: str) -> str:
 
 
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[str, MlflowClient, str]]:
-    """``mlflow server`` on 127.0.0.1 over the small store; stopped after the test."""
+def server(tmp_path: Path) -> Iterator[tuple[str, str, MlflowClient, str]]:
+    """``lifelong ui`` on 127.0.0.1 over the small store, the URL it printed; stopped after."""
     if not CHROMIUM.exists():
         _need(str(CHROMIUM))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp_id = _store(uri, tmp_path / "artifacts")  # creates the tables before the server starts
+    exp_id = _store(uri, tmp_path / "artifacts")  # creates the tables before the UI starts
     port = free_port()
-    log = tmp_path / "server.log"
+    log = tmp_path / "ui.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
-            + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            [str(Path(sys.executable).with_name("lifelong")), "ui", "--tracking-uri", uri]
+            + ["--port", str(port)],
             cwd=tmp_path,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with its workers
+            start_new_session=True,  # its own process group: stopped with MLflow's workers
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)
-        yield url, MlflowClient(uri), exp_id
+        printed = next(ln for ln in log.read_text().splitlines() if ln.startswith("MLflow UI on "))
+        link = printed.removeprefix("MLflow UI on ").split(" (store ")[0]
+        yield url, link, MlflowClient(uri), exp_id
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)  # lifelong ui forwards it and waits for MLflow
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
 def test_printed_url_opens_acc_avg_charted_per_strategy(
-    server: tuple[str, MlflowClient, str],
+    server: tuple[str, str, MlflowClient, str],
 ) -> None:
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _need("the playwright package")
-    url, client, exp_id = server
-    link = comparison_view_url(url + "/", client, exp_id)
+    url, link, client, exp_id = server  # link: what `lifelong ui` printed
+    assert comparison_view_url(url + "/", client, exp_id) == link
     assert link == (
         f"{url}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}"
         "&compareRunsMode=CHART&workflowType=machine_learning"
