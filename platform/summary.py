@@ -360,8 +360,11 @@ def seeds_text(row: StrategySummary) -> str:
     return f"{row.n_finished}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def p_text(comparison: Comparison, row: StrategySummary) -> str:
-    """The row's p-value against the best of the ranking metric, and its test (or ``best``)."""
+def p_text(comparison: Comparison, row: StrategySummary, *, short: bool = False) -> str:
+    """The row's p-value against the best of the ranking metric and its test (or ``best``).
+
+    ``short``: two digits and no test name (the terminal table names it in its caption).
+    """
     mark = comparison.marks.get((row.label, comparison.metric))
     if mark is None:
         return "—"
@@ -369,7 +372,7 @@ def p_text(comparison: Comparison, row: StrategySummary) -> str:
         return "best"
     if mark.p is None:
         return "n/a"
-    return f"{mark.p:.3g} ({mark.test})"
+    return f"{mark.p:.2g}" if short else f"{mark.p:.3g} ({mark.test})"
 
 
 def render_markdown(comparison: Comparison, title: str = "") -> str:

@@ -32,21 +32,13 @@ from lifelong.platform.summary import (
     cell_text,
     compare_rows,
     method_note,
+    p_text,
     seeds_text,
 )
 
 Layout = Literal["wide", "narrow", "vertical"]
 SHORT = {"acc/avg": "acc", "forgetting/avg": "forg", "plasticity/avg": "plast"}
 """Headers of the narrow layout (the caption spells them out)."""
-
-
-def _p(comparison: Comparison, row: StrategySummary) -> str:
-    mark = comparison.marks.get((row.label, comparison.metric))
-    if mark is None:
-        return "—"
-    if mark.best:
-        return "best"
-    return "n/a" if mark.p is None else f"{mark.p:.2g}"
 
 
 def _mean_text(comparison: Comparison, row: StrategySummary, metric: str) -> str:
@@ -91,14 +83,15 @@ def _grid(comparison: Comparison, title: str, layout: Layout) -> Table:
             for m in comparison.columns
         ]
         label = Text(r.label)  # `naive [training.lr=0.1]` is no markup tag
-        table.add_row(str(i), label, seeds_text(r), *cells, _p(comparison, r))
+        table.add_row(str(i), label, seeds_text(r), *cells, p_text(comparison, r, short=True))
     return table
 
 
 def _vertical(comparison: Comparison, title: str) -> Group:
     parts: list[RenderableType] = [Text(title, style="bold")] if title else []
     for i, r in enumerate(comparison.rows, 1):
-        head = f"{i}. [bold]{escape(r.label)}[/] ({seeds_text(r)} seeds, p {_p(comparison, r)})"
+        p = p_text(comparison, r, short=True)
+        head = f"{i}. [bold]{escape(r.label)}[/] ({seeds_text(r)} seeds, p {p})"
         parts.append(Text.from_markup(head))
         for m in comparison.columns:
             line = Text(f"   {m}: ")
