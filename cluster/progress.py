@@ -36,9 +36,9 @@ ENDED = ("finished", "failed", "stopped")
 def stage(console: Console | None, text: str, *, log: bool = True) -> Iterator[None]:
     """Show ``text`` while the block runs: a spinner and a ticking clock on a terminal.
 
-    ``log``: also one line after it, with the seconds it took, and elsewhere (a
-    log, a pipe) one line before as well; without it the stage shows on a
-    terminal only and leaves nothing behind.
+    ``log``: once the block is done, one line with the seconds it took (on a
+    terminal and in a log). Nothing is printed before the block, so an error it
+    raises is the first line the user reads.
     """
     if console is None or not (log or console.is_terminal):
         yield
@@ -55,7 +55,6 @@ def stage(console: Console | None, text: str, *, log: bool = True) -> Iterator[N
             view.add_task(text, total=None)
             yield
     else:
-        console.print(f"lifelong: {text} ...", highlight=False, markup=False)
         yield
     if log:
         seconds = time.monotonic() - t0

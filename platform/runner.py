@@ -153,7 +153,7 @@ def execute(
             f"{what} does not run a tuned sweep (a `tune:` section); run it on Ray, anew"
         )
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "creating tables" notices
-    with stage(console, "building the stream and opening the tracking store"):
+    with stage(console, "building the stream and opening the tracking store", log=False):
         streams = build_checked_streams(experiment)  # the data itself: empty, NaN, bad labels
         uri = resolve_tracking_uri(tracking_uri or (resume.tracking_uri if resume else None))
         try:  # before anything is written or Ray starts: every path the sweep writes

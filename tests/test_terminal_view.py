@@ -26,7 +26,7 @@ def plain(buf: io.StringIO) -> str:
     return ANSI.sub("", buf.getvalue())
 
 
-def test_a_stage_ticks_on_a_terminal_and_is_one_line_pair_in_a_log() -> None:
+def test_a_stage_ticks_on_a_terminal_and_is_one_line_in_a_log() -> None:
     console, buf = terminal()
     with stage(console, "starting Ray"):
         time.sleep(1.3)  # the spinner's clock passes a second while the block runs
@@ -38,9 +38,7 @@ def test_a_stage_ticks_on_a_terminal_and_is_one_line_pair_in_a_log() -> None:
     with stage(log, "starting Ray"):
         pass
     lines = log.file.getvalue().splitlines()  # type: ignore[attr-defined]
-    assert lines[0] == "lifelong: starting Ray ..." and lines[1].startswith(
-        "lifelong: starting Ray: done"
-    )
+    assert len(lines) == 1 and lines[0].startswith("lifelong: starting Ray: done in")
 
     quiet = Console(file=io.StringIO(), force_terminal=False)
     with stage(quiet, "reading exp.yaml", log=False):
