@@ -517,7 +517,7 @@ def ui(
     if uri.startswith(("http://", "https://")):
         raise _bad_input(f"{uri} is a tracking server already; open it in a browser")
     _check_port(host, port)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = "127.0.0.1" if _unspecified(host) else host  # a URL a browser can open
     url = f"http://{shown}:{port}"
     if missing_store(uri) is None:  # a store with sweeps: open on the comparison
         url = _comparison_url(uri, url, experiment)
@@ -539,21 +539,30 @@ def ui(
     raise typer.Exit(serve(cmd))
 
 
+def _unspecified(host: str) -> bool:
+    """Whether ``host`` is the any-address (every interface), which no browser can open."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return False
+
+
 def _comparison_url(uri: str, base: str, experiment: str | None) -> str:
     """``base``'s URL of ``experiment``'s (default: the latest sweep's) runs per strategy."""
     from mlflow.tracking import MlflowClient
 
-    from lifelong.platform.ui_view import (
-        comparison_view_url,
-        experiment_id_of,
-        latest_sweep_experiment,
-    )
+    from lifelong.platform.mlflow_io import find_experiment
+    from lifelong.platform.ui_view import comparison_view_url, latest_sweep_experiment
 
     client = MlflowClient(uri)
     if experiment is None:
         found = latest_sweep_experiment(client)
-    elif (found := experiment_id_of(client, experiment)) is None:
+    elif (named := find_experiment(client, experiment)) is None:
         raise _bad_input(f"--experiment: no MLflow experiment {experiment!r} in {uri}")
+    else:
+        found = named.experiment_id
     return base if found is None else comparison_view_url(base, client, found)
 
 

@@ -115,6 +115,8 @@ def resolve(client: MlflowClient, arg: str) -> Source:
     """
     from mlflow.exceptions import MlflowException
 
+    from lifelong.platform.mlflow_io import find_experiment
+
     if _RUN_ID.match(arg):
         try:
             run = client.get_run(arg)
@@ -129,12 +131,7 @@ def resolve(client: MlflowClient, arg: str) -> Source:
                 )
             sweep = run.data.tags.get("sweep", "?")
             return Source(arg, f"sweep {sweep} (run {arg})", tuple(_trials_of_parent(client, run)))
-    exp = client.get_experiment_by_name(arg)
-    if exp is None and arg.isdigit():
-        try:
-            exp = client.get_experiment(arg)
-        except MlflowException:
-            exp = None
+    exp = find_experiment(client, arg)
     if exp is not None:
         runs = _search(client, [exp.experiment_id], "tags.`lifelong.role` = 'trial'")
         if not runs:

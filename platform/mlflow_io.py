@@ -741,6 +741,17 @@ def _apply(client: MlflowClient, op: str, args: dict[str, Any], *, replay: bool 
     return None
 
 
+def find_experiment(client: MlflowClient, name_or_id: str) -> Any:
+    """The MLflow experiment named ``name_or_id``, else numbered so; None when there is none."""
+    exp = client.get_experiment_by_name(name_or_id)
+    if exp is None and name_or_id.isdigit():
+        try:
+            exp = client.get_experiment(name_or_id)
+        except MlflowException:
+            exp = None
+    return exp
+
+
 def replay_entries(
     journal: Journal, client: MlflowClient, ids: dict[str, str]
 ) -> Iterator[tuple[Entry, Any]]:

@@ -299,13 +299,19 @@ class SweepTracker:
         self.outcomes[trial.trial_id] = outcome
         return outcome
 
+    def _stream_of(self, scenario: dict[str, Any]) -> Stream | None:
+        """The stream a trial with this resolved ``scenario`` learns (None: none was given)."""
+        if isinstance(self.streams, dict):
+            return self.streams[scenario_key(scenario)]
+        return self.streams
+
     def _dataset_of(self, scenario: dict[str, Any]) -> dict[str, str] | None:
         """The trial's stream as an MLflow dataset entity's fields (None: no stream known)."""
         if self.streams is None:
             return None
         key = scenario_key(scenario) if isinstance(self.streams, dict) else ""
         if key not in self._datasets:
-            stream = self.streams[key] if isinstance(self.streams, dict) else self.streams
+            stream = self._stream_of(scenario)
             entity = StreamDataset(stream, scenario)._to_mlflow_entity()
             self._datasets[key] = {
                 "name": entity.name,
@@ -431,9 +437,7 @@ class SweepTracker:
             "seed": trial.seed,
             "load": "torch.load('state_dict.pt', weights_only=True)",
         }
-        if self.streams is not None:  # what build_model needs besides the model section
-            key = scenario_key(about["scenario"]) if isinstance(self.streams, dict) else ""
-            stream = self.streams[key] if isinstance(self.streams, dict) else self.streams
+        if (stream := self._stream_of(about["scenario"])) is not None:  # for build_model
             about |= {"input_shape": list(stream.input_shape), "n_classes": stream.n_classes}
             if not isinstance(stream.experiences, LazyExperiences):  # not read again for it
                 about["task_classes"] = [list(c) for c in stream.task_classes]

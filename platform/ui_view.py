@@ -120,16 +120,3 @@ def latest_sweep_experiment(client: MlflowClient) -> str | None:
         max_results=1,
     )
     return runs[0].info.experiment_id if runs else None
-
-
-def experiment_id_of(client: MlflowClient, name_or_id: str) -> str | None:
-    """The id of the experiment named (or numbered) ``name_or_id``; None when there is none."""
-    found = client.get_experiment_by_name(name_or_id)
-    if found is not None:
-        return found.experiment_id
-    if name_or_id.isdigit():
-        try:
-            return client.get_experiment(name_or_id).experiment_id
-        except Exception:  # noqa: BLE001 - MLflow raises its own error for an unknown id
-            return None
-    return None
