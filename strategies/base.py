@@ -16,7 +16,7 @@ import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -148,6 +148,17 @@ class Strategy:
     """Whether the strategy trains one model over several workers (``resources.workers``:
     each worker sees a slice of every batch, gradients are summed): ``True``, or the
     reason it cannot (state updated from each batch's data would differ per worker)."""
+    vectorize: ClassVar[Literal["stacked", "members"] | str] = (
+        "it has not been checked to train several seeds as one program"
+    )
+    """How the strategy trains when trials that differ only in seed run as one
+    program (:mod:`lifelong.platform.vectorized`): ``"stacked"``, every hook runs
+    once on the stacked model, whose parameters have a leading trial dimension
+    (the hooks are elementwise in the parameters and a loss term is a sum, so the
+    stacked value is the sum of the trials' values); ``"members"``, the experience
+    and epoch hooks run once per trial on that trial's own model (e.g. a Fisher
+    from forward passes) and the per-step hooks once on the stacked state (all the
+    state they read is in :meth:`state_dict`); else the reason it cannot."""
     formulas: ClassVar[tuple[str, ...]] = ()
     """Public methods beyond the hooks that compute the paper's named quantities (e.g.
     ``("distance",)``), called by the hooks and by tests. Any other public method is

@@ -88,6 +88,7 @@ class EWC(Strategy):
     """Anchor each weight with a stiffness given by its diagonal empirical Fisher."""
 
     formulas = ("quadratic",)
+    vectorize = "members"  # each trial's Fisher needs its own forward passes
     Config = EWCConfig
     config: EWCConfig
 

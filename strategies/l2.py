@@ -63,6 +63,7 @@ class L2(Strategy):
     """Penalise the squared distance of the trainable weights from an anchor."""
 
     formulas = ("distance",)
+    vectorize = "stacked"  # snapshots and a squared distance: elementwise
     Config = L2Config
     config: L2Config
 

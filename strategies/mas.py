@@ -95,6 +95,7 @@ class MAS(Strategy):
     """Anchor each weight with a stiffness given by the sensitivity of the output norm."""
 
     formulas = ("quadratic",)
+    vectorize = "members"  # each trial's importance needs its own forward passes
     Config = MASConfig
     config: MASConfig
 

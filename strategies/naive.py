@@ -25,3 +25,4 @@ class Naive(Strategy):
     """Plain fine-tuning: adds no loss term and keeps no state."""
 
     Config = NaiveConfig
+    vectorize = "stacked"  # no hooks: the task loss alone

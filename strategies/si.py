@@ -101,6 +101,7 @@ class SI(Strategy):
     """Anchor each weight with a stiffness given by its path-integral importance."""
 
     formulas = ("quadratic",)
+    vectorize = "stacked"  # the path integral and penalty are elementwise
     Config = SIConfig
     config: SIConfig
 

@@ -1,0 +1,487 @@
+"""Vectorised trials: S trials that differ only in seed train as one program.
+
+A research sweep repeats the same model, stream and strategy over seeds. Trained
+one by one, each seed's step is a handful of small kernels; trained together,
+the S models' parameters are stacked (:func:`torch.func.stack_module_state`,
+a leading trial dimension on every tensor), the forward pass is one ``vmap`` of
+:func:`torch.func.functional_call` over the stacked parameters (each trial its
+own batch), the loss is the sum of the trials' losses, and one optimizer steps
+the stacked parameters. The sum's gradient with respect to trial ``s``'s slice
+is trial ``s``'s own gradient, and SGD and Adam are elementwise, so each trial
+follows the path it would follow alone, up to float rounding (a batched matrix
+product sums in another order).
+
+Every trial keeps its own seed: its weights are drawn as :class:`Learner` draws
+them (``seed_everything(seed)`` then the model), its batches come from its own
+generator seeded the same way, and it gets its own row of every result (``R``,
+``untrained``, the losses). A strategy says how it trains in this mode
+(:attr:`lifelong.strategies.Strategy.vectorize`): ``"stacked"`` strategies run
+every hook once on the stacked model; ``"members"`` strategies run their
+experience and epoch hooks once per trial on the trial's own model (whose
+parameters are views of its slice of the stacked ones) and their per-step hooks
+once on the state stacked from the trials' :meth:`state_dict`. A penalty's
+logged value is then the mean over the trials (the stacked term is their sum).
+
+What trains this way is checked up front (:func:`vectorization_blocker`):
+models with BatchNorm (batch statistics per trial would need a stacked
+running-stat update, refused), streamed or augmented experiences, text streams,
+``bce_seen``, the plasticity reference and anytime evaluation are refused with
+the reason. Dropout draws different masks per trial (``randomness="different"``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from lifelong.platform.learner import _fabric, _overrides
+from lifelong.platform.loader import StreamedExperience, place_experiences
+from lifelong.platform.models import ContinualModel, ModelConfig, build_model
+from lifelong.platform.models.feature_cache import is_encoded
+from lifelong.platform.sgd import plain_sgd_step
+from lifelong.platform.training import TrainingConfig
+from lifelong.scenarios.stream import Experience, Stream
+from lifelong.strategies.base import Batch, Context, Strategy
+
+BOUNDARY_HOOKS = ("on_experience_start", "on_epoch_start", "on_epoch_end", "on_experience_end")
+STEP_HOOKS = ("loss_terms", "on_after_backward", "on_after_step")
+UNSUPPORTED_HOOKS = (
+    "transform_batch",
+    "task_loss",
+    "on_task_gradient",
+    "on_eval_start",
+    "eval_logits",
+)
+
+
+def vectorization_blocker(
+    stream: Stream, training: TrainingConfig, strategies: Sequence[Strategy]
+) -> str | None:
+    """Why these trials cannot train as one program, or ``None`` when they can."""
+    if stream.info.get("kind") == "text":
+        return "a text stream (language model) trains one trial at a time"
+    if stream.info.get("augment"):
+        return "scenario.augment streams every experience from the host"
+    if training.data_on_device == "never":
+        return "training.data_on_device: never streams every experience from the host"
+    if training.task_loss != "cross_entropy":
+        return f"training.task_loss: {training.task_loss} is not vectorised (cross_entropy is)"
+    if training.plasticity_baseline:
+        return "training.plasticity_baseline trains one reference per trial"
+    if training.anytime_every is not None:
+        return "training.anytime_every evaluates inside an experience"
+    if stream.info.get("task_free"):
+        return "a task-free stream is not vectorised"
+    for s in strategies:
+        if s.vectorize not in ("stacked", "members"):
+            return f"strategy {s.name!r}: {s.vectorize}"
+        used = [h for h in UNSUPPORTED_HOOKS if _overrides(s, h)]
+        if used:
+            return f"strategy {s.name!r} overrides {used[0]}, which vectorised trials do not call"
+    return None
+
+
+def _batchnorm(model: nn.Module) -> str | None:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return name
+    return None
+
+
+def _place(module: nn.Module, name: str, value: Tensor) -> None:
+    """Put ``value`` at dotted ``name`` of ``module`` (as a parameter or a buffer)."""
+    *path, leaf = name.split(".")
+    for part in path:
+        module = getattr(module, part)
+    if isinstance(value, nn.Parameter):
+        module._parameters[leaf] = value
+    else:
+        module._buffers[leaf] = value
+
+
+def unstack_state(state: Any, s: int) -> Any:
+    """Trial ``s``'s slice of a stacked :meth:`Strategy.state_dict` (tensors cloned)."""
+    if isinstance(state, Tensor):
+        return state[s].clone()
+    if isinstance(state, dict):
+        return {k: unstack_state(v, s) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(unstack_state(v, s) for v in state)
+    return state
+
+
+def stack_states(states: Sequence[Any], who: str) -> Any:
+    """The trials' :meth:`Strategy.state_dict` values stacked along a new first dimension."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return torch.stack(list(states))
+    if isinstance(first, dict):
+        if any(set(d) != set(first) for d in states):
+            raise ValueError(f"strategy {who!r}: the trials' states hold different keys")
+        return {k: stack_states([d[k] for d in states], who) for k in first}
+    if isinstance(first, list | tuple):
+        if any(len(v) != len(first) for v in states):
+            raise ValueError(f"strategy {who!r}: the trials' state lists differ in length")
+        return type(first)(stack_states(list(col), who) for col in zip(*states, strict=True))
+    if any(v != first for v in states):
+        raise ValueError(f"strategy {who!r}: the trials' states differ in a non-tensor value")
+    return first
+
+
+class _FeaturesAndLogits(nn.Module):
+    """``model``'s features and logits from one forward pass (the functional call's root)."""
+
+    def __init__(self, model: ContinualModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, task_id: int) -> tuple[Tensor, Tensor]:
+        """Return ``(h(x), logits)``."""
+        h = self.model.features(x)
+        return h, self.model.classify(h, task_id)
+
+
+class VectorizedLearner:
+    """Trains one model per seed on ``stream`` with the same strategies, as one program.
+
+    Args:
+        stream: the task sequence (tensors on the host).
+        model_config: which built-in model to build.
+        make_strategies: builds a fresh list of the strategies (called once for the
+            stacked trials and once per trial).
+        training: as for :class:`Learner` (see :func:`vectorization_blocker`).
+        seeds: the trials' seeds, one trial each.
+
+    ``R`` is ``(S, T, T)``, ``untrained`` ``(S, T)``: trial ``s``'s rows are
+    those a :class:`Learner` with ``seeds[s]`` fills, within float rounding.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        model_config: ModelConfig,
+        make_strategies: Callable[[], list[Strategy]],
+        training: TrainingConfig,
+        seeds: Sequence[int],
+    ) -> None:
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise ValueError("vectorised trials need at least one seed")
+        self.stream, self.training, self.model_config = stream, training, model_config
+        self.strategies = make_strategies()
+        blocker = vectorization_blocker(stream, training, self.strategies)
+        if blocker:
+            raise ValueError(f"these trials cannot be vectorised: {blocker}")
+        self.members = [make_strategies() for _ in self.seeds]
+        self.fabric = _fabric(training.accelerator, training.precision)
+        self.device = self.fabric.device
+        multi_head = model_config.multi_head
+        if multi_head is None:
+            multi_head = stream.protocol == "task_incremental"
+        task_classes = stream.task_classes if multi_head else []
+        encoded = is_encoded(stream, model_config)
+        self.models: list[ContinualModel] = []
+        for seed in self.seeds:  # each trial's weights, drawn as its own Learner draws them
+            self.fabric.seed_everything(seed, verbose=False)
+            built = build_model(
+                model_config, stream.input_shape, stream.n_classes, task_classes, encoded=encoded
+            )
+            self.models.append(self.fabric.to_device(built))
+        norm = _batchnorm(self.models[0])
+        if norm:
+            raise ValueError(
+                f"these trials cannot be vectorised: model {model_config.name!r} has BatchNorm "
+                f"({norm}); its running statistics are not stacked. Train the seeds separately "
+                "(resources.vectorize: 1)"
+            )
+        params, buffers = stack_module_state(self.models)
+        trainable = {n for n, p in self.models[0].named_parameters() if p.requires_grad}
+        self.params = {
+            n: nn.Parameter(t.detach(), requires_grad=n in trainable) for n, t in params.items()
+        }
+        self.buffers = buffers
+        # The stacked model: the first trial's modules holding the stacked tensors. It is
+        # the functional forward's structure and the stacked strategies' ``ctx.model``.
+        self.stacked = copy.deepcopy(self.models[0])
+        for n, t in {**self.params, **self.buffers}.items():
+            _place(self.stacked, n, t)
+        self._both = _FeaturesAndLogits(self.stacked)
+        self._both_params = {f"model.{n}": p for n, p in self.params.items()}
+        self._both_buffers = {f"model.{n}": b for n, b in self.buffers.items()}
+        self._trainable = {n: p for n, p in self._both_params.items() if p.requires_grad}
+        self._frozen = {n: p for n, p in self._both_params.items() if not p.requires_grad}
+        # the same storage without autograd history: torch.func.grad differentiates these,
+        # and the outer graph records nothing
+        self._trainable_data = {n: p.detach() for n, p in self._trainable.items()}
+        self._task_grad = vmap(
+            grad_and_value(self._task_loss, has_aux=True),
+            in_dims=(0, 0, 0, 0, 0, None),
+            randomness="different",
+        )
+        # Each trial's own model now reads and writes its slice of the stacked tensors.
+        for s, model in enumerate(self.models):
+            for n, p in model.named_parameters():
+                p.data = self.params[n].detach()[s]
+            for n, b in model.named_buffers():
+                b.data = self.buffers[n][s]
+        self.optimizer = training.make_optimizer(
+            [p for p in self.params.values() if p.requires_grad]
+        )
+        self.generators = [
+            torch.Generator(device=self.device).manual_seed(seed) for seed in self.seeds
+        ]
+        self.experiences = place_experiences(
+            stream.experiences, self.device, training, augment=False
+        )
+        streamed = [e for e in self.experiences if isinstance(e, StreamedExperience)]
+        if streamed:
+            raise ValueError(
+                "these trials cannot be vectorised: an experience is too large for the device "
+                "and streams from the host (training.device_data_mb)"
+            )
+        n, size = len(stream), len(self.seeds)
+        self.R = np.full((size, n, n), np.nan)
+        self.untrained = np.full((size, n), np.nan)
+        self.step = 0
+        self.next_experience = 0
+
+    @property
+    def size(self) -> int:
+        """S, the number of trials trained together."""
+        return len(self.seeds)
+
+    # ------------------------------------------------------------ forward
+    def _forward(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, task_id: int
+    ) -> tuple[Tensor, Tensor]:
+        """One trial's features and logits (``params``, ``buffers``: its slices)."""
+        return functional_call(self._both, (params, buffers), (x, task_id))
+
+    def _task_loss(
+        self,
+        trainable: dict[str, Tensor],
+        frozen: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+        x: Tensor,
+        y: Tensor,
+        task_id: int,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One trial's cross-entropy, and its features and logits as auxiliaries."""
+        features, logits = self._forward({**trainable, **frozen}, buffers, x, task_id)
+        loss = F.cross_entropy(logits, y)
+        return loss, (features.detach(), logits.detach())
+
+    def outputs(self, x: Tensor, task_id: int, *, shared_input: bool) -> tuple[Tensor, Tensor]:
+        """Every trial's features ``(S, N, H)`` and logits ``(S, N, C)``.
+
+        ``x`` is ``(S, N, ...)``, one batch per trial, or ``(N, ...)`` seen by all
+        trials when ``shared_input``.
+        """
+        run = vmap(
+            self._forward,
+            in_dims=(0, 0, None if shared_input else 0, None),
+            randomness="different",
+        )
+        return run(self._both_params, self._both_buffers, x, task_id)
+
+    # ------------------------------------------------------------ contexts
+    def _context(self, experience: Experience) -> Context:
+        return Context(
+            self.stacked,
+            self.optimizer,
+            self.stream,
+            experience,
+            self.device,
+            self.step,
+            seed=self.seeds[0],
+        )
+
+    def _member_context(self, s: int, experience: Experience, ctx: Context) -> Context:
+        return Context(
+            self.models[s],
+            self.optimizer,
+            self.stream,
+            experience,
+            self.device,
+            ctx.step,
+            total_steps=ctx.total_steps,
+            epoch=ctx.epoch,
+            seed=self.seeds[s],
+        )
+
+    def _boundary(self, hook: str, ctx: Context) -> None:
+        """Run ``hook`` of every strategy: stacked, or per trial with the state moved."""
+        for k, stacked in enumerate(self.strategies):
+            if not _overrides(stacked, hook):
+                continue
+            if stacked.vectorize == "stacked":
+                getattr(stacked, hook)(ctx)
+                continue
+            state = stacked.state_dict()
+            for s, member in enumerate(self.members):
+                strategy = member[k]
+                strategy.load_state_dict(unstack_state(state, s))
+                getattr(strategy, hook)(self._member_context(s, ctx.experience, ctx))
+            stacked.load_state_dict(
+                stack_states([m[k].state_dict() for m in self.members], stacked.name)
+            )
+        for model in self.models:  # hooks on a trial's model leave no gradient behind
+            for p in model.parameters():
+                p.grad = None
+
+    # ------------------------------------------------------------ training
+    def train_experience(self, i: int) -> dict[str, np.ndarray]:
+        """Train every trial on experience ``i``; return each loss term's mean, ``(S,)``."""
+        exp = self.experiences[i]
+        if self.training.reset_optimizer:
+            trainable = [p for p in self.params.values() if p.requires_grad]
+            self.optimizer = self.training.make_optimizer(trainable)
+        ctx = self._context(exp)
+        ctx.total_steps = self.training.epochs * -(-exp.n_train // self.training.batch_size)
+        self._boundary("on_experience_start", ctx)
+        hooks = {h: [s for s in self.strategies if _overrides(s, h)] for h in STEP_HOOKS}
+        history: dict[str, list[Tensor]] = {}
+        self.stacked.train()
+        bs, n = self.training.batch_size, exp.n_train
+        with self.fabric.autocast():
+            for epoch in range(self.training.epochs):
+                ctx.epoch = epoch
+                self._boundary("on_epoch_start", ctx)
+                perms = torch.stack(
+                    [torch.randperm(n, device=self.device, generator=g) for g in self.generators]
+                )  # (S, n): each trial's own batch order
+                xs, ys = exp.x_train[perms], exp.y_train[perms]
+                for start in range(0, n, bs):
+                    x, y = xs[:, start : start + bs], ys[:, start : start + bs]
+                    terms = self._step(ctx, hooks, x, y, exp.task_id, perms[:, start : start + bs])
+                    for k, v in terms.items():
+                        history.setdefault(k, []).append(v)
+                self._boundary("on_epoch_end", ctx)
+        self._boundary("on_experience_end", ctx)
+        self.step = ctx.step
+        means = {k: torch.stack(v).double().mean(0) for k, v in history.items()}
+        out = {k: v.cpu().numpy() for k, v in means.items()}
+        bad = [(k, s) for k, v in out.items() for s in range(self.size) if not np.isfinite(v[s])]
+        if bad:
+            k, s = bad[0]
+            raise FloatingPointError(
+                f"loss term {k!r} became NaN/inf in experience {i} for the trial with seed "
+                f"{self.seeds[s]} (vectorised with seeds {self.seeds})"
+            )
+        return out
+
+    def _step(
+        self,
+        ctx: Context,
+        hooks: dict[str, list[Strategy]],
+        x: Tensor,
+        y: Tensor,
+        task_id: int,
+        index: Tensor,
+    ) -> dict[str, Tensor]:
+        """One optimizer step of every trial: per-trial task gradients, then the terms'."""
+        # vmap of grad: each trial's task-loss gradient by torch.func's batching rules
+        # (on a 2-core CPU about 1.5x faster than autograd through a vmapped forward).
+        grads, (ce, (features, logits)) = self._task_grad(
+            self._trainable_data, self._frozen, self._both_buffers, x, y, task_id
+        )
+        terms: dict[str, Tensor] = {"ce": ce}
+        for p in self._trainable.values():
+            p.grad = None
+        penalty: Tensor | None = None
+        if hooks["loss_terms"]:
+            batch = Batch(x, y, task_id, features, logits, index)  # leading trial dimension
+            for s in hooks["loss_terms"]:
+                for name, value in s.loss_terms(ctx, batch).items():
+                    if name in terms:
+                        raise ValueError(
+                            f"loss term {name!r} of strategy {s.name!r} is already used"
+                        )
+                    penalty = value if penalty is None else penalty + value
+                    # the stacked term is the trials' sum: logged as their mean
+                    terms[name] = (value.detach() / self.size).expand(self.size)
+        if penalty is not None and penalty.requires_grad:
+            penalty.backward()
+        for name, p in self._trainable.items():
+            g = grads[name]
+            p.grad = g if p.grad is None else p.grad.add_(g)
+        for s in hooks["on_after_backward"]:
+            s.on_after_backward(ctx)
+        if not plain_sgd_step(self.optimizer):
+            self.optimizer.step()
+        for s in hooks["on_after_step"]:
+            s.on_after_step(ctx)
+        ctx.step += 1
+        return terms
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, columns: Sequence[int] | None = None) -> np.ndarray:
+        """Every trial's accuracy on each experience's test set: ``(S, T)``, nan elsewhere."""
+        n = len(self.experiences)
+        columns = list(range(n) if columns is None else columns)
+        self.stacked.eval()
+        bs = self.training.eval_batch_size
+        accs = []
+        with self.fabric.autocast():
+            for j in columns:
+                exp = self.experiences[j]
+                correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
+                for start in range(0, exp.n_test, bs):
+                    x = exp.x_test[start : start + bs]
+                    y = exp.y_test[start : start + bs]
+                    _, logits = self.outputs(x, exp.task_id, shared_input=True)
+                    correct += (logits.argmax(-1) == y).sum(1)
+                accs.append(correct.double() / exp.n_test)
+        self.stacked.train()
+        rows = np.full((self.size, n), np.nan)
+        if accs:
+            rows[:, columns] = torch.stack(accs, dim=1).cpu().numpy()
+        return rows
+
+    def evaluate_untrained(self) -> np.ndarray:
+        """Every trial's untrained row (forward transfer's baseline), ``(S, T)``."""
+        if self.training.eval_on == "all":
+            self.untrained = self.evaluate()
+        return self.untrained
+
+    def run_experience(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Train experience ``i`` and evaluate; return row ``i`` of every trial's R, losses."""
+        losses = self.train_experience(i)
+        n = len(self.experiences)
+        if self.training.evaluated_row(i, n):
+            self.R[:, i] = self.evaluate(self.training.evaluated_columns(i, n))
+        self.next_experience = i + 1
+        self._sync_members()
+        return self.R[:, i], losses
+
+    def fit(self) -> np.ndarray:
+        """Train every trial through the whole stream; return ``R``, ``(S, T, T)``."""
+        if self.next_experience == 0 and np.isnan(self.untrained).all():
+            self.evaluate_untrained()
+        for i in range(self.next_experience, len(self.experiences)):
+            self.run_experience(i)
+        return self.R
+
+    # ------------------------------------------------------------ per trial
+    def _sync_members(self) -> None:
+        """Give every trial's strategies their slice of the stacked state (metrics, checkpoints)."""
+        for k, stacked in enumerate(self.strategies):
+            state = stacked.state_dict()
+            for s, member in enumerate(self.members):
+                member[k].load_state_dict(unstack_state(state, s))
+
+    def strategy_metrics(self, s: int) -> dict[str, float]:
+        """Trial ``s``'s strategy diagnostics, keyed ``<strategy>/<key>``."""
+        return {f"{m.name}/{k}": float(v) for m in self.members[s] for k, v in m.metrics().items()}
+
+    def model_state(self, s: int) -> dict[str, Tensor]:
+        """Trial ``s``'s model weights, as its own :class:`Learner` would save them."""
+        return {k: v.detach().clone() for k, v in self.models[s].state_dict().items()}
