@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ class TrackingCallback(Callback):
         self.key = key
         self.early_stopping = early_stopping
         self._last: dict[str, dict[str, Any]] = {}
+        self._vectorized: set[str] = set()  # trials whose run has its lifelong.vectorized tag
         self._specs: dict[str, TrialSpec] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -158,6 +160,10 @@ class TrackingCallback(Callback):
             anytime=result.get("anytime") or (),
             system=result.get("system") or {},
         )
+        vectorized = result.get("vectorized")  # trained with other seeds as one program
+        if vectorized and spec.trial_id not in self._vectorized:
+            self._vectorized.add(spec.trial_id)
+            self.tracker.tag_trial(spec.trial_id, "lifelong.vectorized", json.dumps(vectorized))
         self._last[spec.trial_id] = result
         self.progress.result(spec.trial_id, step, int(result["n_experiences"]))
 

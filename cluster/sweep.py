@@ -41,6 +41,7 @@ from .progress import SweepProgress
 from .shared import SharedStream
 from .state import ENDED, INTERRUPTED, RUNNING, SweepState, state_file_of
 from .trial import train_trial
+from .vector_groups import plan_groups, stop_groups, trial_resources
 
 
 def ensure_ray(
@@ -227,7 +228,24 @@ def _trainable(experiment: Experiment, stream: Stream | dict[str, Stream]) -> An
         trainable = tune.with_parameters(train_trial, stream=SharedStream(stream))
     if spec.resources.workers > 1:  # the Train workers hold the CPUs and GPUs
         return tune.with_resources(trainable, RELAY_RESOURCES)
+    if spec.resources.vector_size > 1:  # a vectorised trial asks for a sliver (vector_groups)
+        return tune.with_resources(
+            trainable, trial_resources(spec.resources.cpu, spec.resources.gpu)
+        )
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _say_groups(
+    console: Console | None, groups: dict[str, dict[str, Any]], notes: list[str]
+) -> None:
+    """Print how many trials train vectorised, in how many groups, and why others do not."""
+    if console is None or (not groups and not notes):
+        return
+    n = len({g["id"] for g in groups.values()})
+    lines = [f"lifelong: {len(groups)} trials train vectorised, in {n} group(s)"] if groups else []
+    lines += [f"lifelong: {note}" for note in notes]
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
 
 
 def _max_concurrent(spec: ExperimentSpec) -> int | None:
@@ -366,6 +384,7 @@ def run_sweep(
     key = f"{state.parent_run_id}"
     ACTIVE[key] = (tracker, progress)
     before = set(tracker.outcomes)
+    groups: dict[str, dict[str, Any]] = {}  # resources.vectorize: trial id -> its group
     if restarted and not to_run:  # every trial had ended: nothing left for Tune
         tuner = None
     elif resume is not None:
@@ -378,6 +397,11 @@ def run_sweep(
             )
     else:
         searched = tune_run is not None and tune_run.search_alg is not None
+        streams = stream if isinstance(stream, dict) else {"": stream}
+        groups, notes = (
+            ({}, []) if searched else plan_groups(to_run, spec, streams, state.tune_path)
+        )
+        _say_groups(console, groups, notes)
         param_space = {
             "trial": tune.grid_search([t.to_dict() for t in to_run]),
             "model": spec.model.model_dump(mode="json"),
@@ -386,6 +410,7 @@ def run_sweep(
             "resources": spec.resources.model_dump(mode="json"),
             "plugins": plugins if plugins is not None else plugin_imports(experiment, None),
             "reference_cache": str(reference_dir(state.sweep_id)),
+            "vector_groups": groups,
         }
         if searched:
             assert tune_run is not None and tune_run.base is not None
@@ -431,6 +456,7 @@ def run_sweep(
         raise
     finally:
         ACTIVE.pop(key, None)
+        stop_groups(groups)
     if tune_run is not None:
         return _phase_outcomes(tracker, before, grid)
     _finish_terminated(tracker, grid)

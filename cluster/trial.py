@@ -40,6 +40,7 @@ from lifelong.strategies import build_strategy
 
 from .data_parallel import CHECKPOINT_FILE, train_data_parallel, workers_of
 from .shared import SharedStream, unpack
+from .vector_groups import train_member
 
 RESULT_FILE = "result.json"
 """The experience's reported result, kept in its checkpoint."""
@@ -186,6 +187,16 @@ def train_trial(
         stream = streams[scenario_key(config["trial"]["scenario"])]
     assert stream is not None, "train_trial needs a stream"
     checkpoint = tune.get_checkpoint()
+    group = (config.get("vector_groups") or {}).get(trial_from_config(config).trial_id)
+    if group is not None:  # trained with the other seeds of its group (resources.vectorize)
+        blob, last = None, None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                blob = (Path(d) / CHECKPOINT_FILE).read_bytes()
+                saved = Path(d) / RESULT_FILE
+                last = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else None
+        train_member(config, stream, group, blob, last)
+        return
     if workers_of(config) > 1:  # one learner over several Ray Train workers
         state = None
         if checkpoint is not None:

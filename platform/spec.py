@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -98,6 +98,26 @@ class ResourcesConfig(BaseModel):
         description="Ray Train workers that train each trial's model data-parallel "
         "(DDP: each batch split over them, gradients summed; docs/cluster.md)",
     )
+    vectorize: int | Literal["auto"] = Field(
+        1,
+        description="trials that differ only in seed trained together as one program, up "
+        "to this many (stacked parameters, one vmapped step; docs/performance.md); auto: "
+        "all the seeds of a configuration (up to 64) when trials ask for a GPU, else 1",
+    )
+
+    @field_validator("vectorize")
+    @classmethod
+    def _vectorize_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError(f"vectorize is auto or a number of trials from 1 to 1024, got {v}")
+        return v
+
+    @property
+    def vector_size(self) -> int:
+        """The most trials trained together (``vectorize``, ``auto`` resolved)."""
+        if self.vectorize == "auto":
+            return 64 if self.gpu > 0 else 1
+        return int(self.vectorize)
 
 
 class StrategySpec(BaseModel):
@@ -431,6 +451,12 @@ def _data_parallel_problems(
     if n == 1:
         return []
     problems: list[tuple[Loc, str]] = []
+    if spec.resources.vector_size > 1:
+        msg = (
+            f"workers: {n} trains one trial over several workers; vectorize: "
+            f"{spec.resources.vectorize} trains several trials in one; choose one"
+        )
+        problems.append((("resources", "vectorize"), msg))
     if spec.resources.gpu not in (0, 1):
         msg = (
             f"with workers: {n}, each worker trains on one whole GPU (NCCL puts one rank "

@@ -488,6 +488,10 @@ class SweepTracker:
             self._log_text(outcome.run_id, traceback, "traceback.txt")
         self.client.set_terminated(outcome.run_id, status="FAILED")
 
+    def tag_trial(self, trial_id: str, key: str, value: str) -> None:
+        """Set tag ``key`` on the trial's child run."""
+        self.client.set_tag(self.outcomes[trial_id].run_id, key, value[:5000])
+
     # ---------------------------------------------------------------- helpers
     def _provenance_of(self) -> tuple[dict[str, str], dict[str, str]]:
         """The plugins' tags and sources (:mod:`lifelong.platform.provenance`), read once."""

@@ -135,6 +135,20 @@ def stack_states(states: Sequence[Any], who: str) -> Any:
     return first
 
 
+def _zero_slice(state: Any, s: int) -> Any:
+    """``state`` with slice ``s`` of every stacked tensor set to zero (a copy)."""
+    if isinstance(state, Tensor):
+        out = state.clone()
+        if out.dim() > 0:
+            out[s] = 0
+        return out
+    if isinstance(state, dict):
+        return {k: _zero_slice(v, s) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_zero_slice(v, s) for v in state)
+    return state
+
+
 class _FeaturesAndLogits(nn.Module):
     """``model``'s features and logits from one forward pass (the functional call's root)."""
 
@@ -250,7 +264,9 @@ class VectorizedLearner:
         self.R = np.full((size, n, n), np.nan)
         self.untrained = np.full((size, n), np.nan)
         self.step = 0
+        self.samples_seen = 0
         self.next_experience = 0
+        self.failed: dict[int, str] = {}  # trial index -> why it failed (the others go on)
 
     @property
     def size(self) -> int:
@@ -368,14 +384,47 @@ class VectorizedLearner:
         self.step = ctx.step
         means = {k: torch.stack(v).double().mean(0) for k, v in history.items()}
         out = {k: v.cpu().numpy() for k, v in means.items()}
-        bad = [(k, s) for k, v in out.items() for s in range(self.size) if not np.isfinite(v[s])]
-        if bad:
-            k, s = bad[0]
-            raise FloatingPointError(
-                f"loss term {k!r} became NaN/inf in experience {i} for the trial with seed "
-                f"{self.seeds[s]} (vectorised with seeds {self.seeds})"
-            )
+        self._check_finite(i, out.get("ce"))
+        self.samples_seen += self.training.epochs * n
         return out
+
+    def _check_finite(self, i: int, ce: np.ndarray | None) -> None:
+        """Fail the trials whose task loss or weights became NaN/inf; the others go on.
+
+        A failed trial's slice of the weights and of the strategies' state is zeroed,
+        so the stacked penalty (a sum over the trials) is finite again for the rest.
+        """
+        finite = (
+            torch.stack(
+                [p.detach().reshape(self.size, -1).isfinite().all(1) for p in self.params.values()]
+            )
+            .all(0)
+            .cpu()
+            .numpy()
+        )
+        for s in range(self.size):
+            if s in self.failed:
+                continue
+            if ce is not None and not np.isfinite(ce[s]):
+                what = "the task loss 'ce'"
+            elif not finite[s]:
+                what = "the weights"
+            else:
+                continue
+            self.failed[s] = (
+                f"{what} became NaN/inf in experience {i} (trial with seed {self.seeds[s]}, "
+                f"trained vectorised with seeds {self.seeds}; the others go on)"
+            )
+            self._retire(s)
+
+    @torch.no_grad()
+    def _retire(self, s: int) -> None:
+        """Zero trial ``s``'s weights and strategy state (see :meth:`_check_finite`)."""
+        for p in self.params.values():
+            p[s].zero_()
+        for strategy in self.strategies:
+            state = strategy.state_dict()
+            strategy.load_state_dict(_zero_slice(state, s))
 
     def _step(
         self,
@@ -481,6 +530,41 @@ class VectorizedLearner:
     def strategy_metrics(self, s: int) -> dict[str, float]:
         """Trial ``s``'s strategy diagnostics, keyed ``<strategy>/<key>``."""
         return {f"{m.name}/{k}": float(v) for m in self.members[s] for k, v in m.metrics().items()}
+
+    def member_state(self, s: int) -> dict[str, Any]:
+        """Trial ``s``'s state in :meth:`Learner.state_dict`'s format (tensors copied).
+
+        A :class:`Learner` built for that trial and given this state continues exactly
+        where the vectorised trial is (a resumed trial goes on alone).
+        """
+        self._sync_members()
+        opt = self.optimizer.state_dict()
+        shapes = [tuple(p.shape) for p in self.params.values() if p.requires_grad]
+        state: dict[int, dict[str, Any]] = {}
+        for k, entry in opt["state"].items():
+            state[k] = {
+                name: v[s].clone()
+                if isinstance(v, Tensor) and tuple(v.shape) == shapes[k]
+                else (v.clone() if isinstance(v, Tensor) else v)
+                for name, v in entry.items()
+            }
+        rows = ~np.isnan(self.R[s]).all(axis=1)
+        return {
+            "model": self.model_state(s),
+            "optimizer": {"state": state, "param_groups": opt["param_groups"]},
+            "strategies": {m.name: m.state_dict() for m in self.members[s]},
+            "generator": self.generators[s].get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "R_index": torch.from_numpy(np.flatnonzero(rows)),
+            "R_rows": torch.from_numpy(self.R[s][rows].copy()),
+            "untrained": torch.from_numpy(self.untrained[s].copy()),
+            "fresh": torch.from_numpy(np.full(len(self.experiences), np.nan)),
+            "retention_base": {},
+            "retention": {},
+            "step": self.step,
+            "samples_seen": self.samples_seen,
+            "next_experience": self.next_experience,
+        }
 
     def model_state(self, s: int) -> dict[str, Tensor]:
         """Trial ``s``'s model weights, as its own :class:`Learner` would save them."""
