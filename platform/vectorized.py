@@ -23,10 +23,15 @@ once on the state stacked from the trials' :meth:`state_dict`. A penalty's
 logged value is then the mean over the trials (the stacked term is their sum).
 
 What trains this way is checked up front (:func:`vectorization_blocker`):
-models with BatchNorm (batch statistics per trial would need a stacked
-running-stat update, refused), streamed or augmented experiences, text streams,
-``bce_seen``, the plasticity reference and anytime evaluation are refused with
-the reason. Dropout draws different masks per trial (``randomness="different"``).
+streamed or augmented experiences, text streams, ``bce_seen``, the plasticity
+reference, anytime evaluation and strategies not marked for it are refused with
+the reason, and so is a model whose BatchNorm layers train (their running
+statistics are not stacked; frozen ones, in eval mode, are fine). Dropout draws
+different masks per trial (``randomness="different"``).
+
+A trial whose task loss or weights become NaN/inf fails alone (:attr:`failed`):
+its slice is zeroed, so the stacked penalties, sums over the trials with
+elementwise gradients, stay finite for the others.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from lifelong.platform.learner import _fabric, _overrides
 from lifelong.platform.loader import StreamedExperience, place_experiences
-from lifelong.platform.models import ContinualModel, ModelConfig, build_model
+from lifelong.platform.models import ContinualModel, ModelConfig, build_model, frozen_modules
 from lifelong.platform.models.feature_cache import is_encoded
 from lifelong.platform.sgd import plain_sgd_step
 from lifelong.platform.training import TrainingConfig
@@ -88,9 +93,11 @@ def vectorization_blocker(
     return None
 
 
-def _batchnorm(model: nn.Module) -> str | None:
+def _training_batchnorm(model: nn.Module) -> str | None:
+    """The first BatchNorm layer that trains (not frozen in eval mode), if any."""
+    frozen = {id(sub) for m in frozen_modules(model) for sub in m.modules()}
     for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen:
             return name
     return None
 
@@ -208,12 +215,12 @@ class VectorizedLearner:
                 model_config, stream.input_shape, stream.n_classes, task_classes, encoded=encoded
             )
             self.models.append(self.fabric.to_device(built))
-        norm = _batchnorm(self.models[0])
+        norm = _training_batchnorm(self.models[0])
         if norm:
             raise ValueError(
                 f"these trials cannot be vectorised: model {model_config.name!r} has BatchNorm "
-                f"({norm}); its running statistics are not stacked. Train the seeds separately "
-                "(resources.vectorize: 1)"
+                f"layers that train ({norm}, ...); their running statistics are not stacked. "
+                "Freeze them (model.freeze) or train the seeds separately (resources.vectorize: 1)"
             )
         params, buffers = stack_module_state(self.models)
         trainable = {n for n, p in self.models[0].named_parameters() if p.requires_grad}

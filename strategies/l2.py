@@ -101,7 +101,11 @@ class L2(Strategy):
             self.anchor = {n: a.to(current[0].device) for n, a in self.anchor.items()}
             anchor = [self.anchor[n] for n in names]
         diff = torch._foreach_sub(current, anchor)
-        return torch.stack(torch._foreach_norm(diff)).square().sum()
+        # One dot product per tensor: the gradient, 2 (theta - theta*), is elementwise
+        # (a norm's would divide by the norm of the whole tensor, which couples the
+        # entries: with trials stacked along a tensor's first dimension, one trial's
+        # NaN would reach the others' gradients).
+        return torch.stack([torch.dot(d.reshape(-1), d.reshape(-1)) for d in diff]).sum()
 
     def state_dict(self) -> dict[str, Any]:
         """Return ``{"anchor": {param name: tensor}}`` (empty before the first snapshot)."""

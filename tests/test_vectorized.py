@@ -1,0 +1,227 @@
+"""Vectorised trials (issue 24 item 1): S seeds as one program equal S separate trials."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from lifelong.platform.cli import app
+from lifelong.platform.learner import Learner
+from lifelong.platform.models import ModelConfig
+from lifelong.platform.training import TrainingConfig
+from lifelong.platform.vectorized import VectorizedLearner, vectorization_blocker
+from lifelong.scenarios import ScenarioConfig, Stream, build_stream
+from lifelong.strategies import build_strategy
+
+from conftest import tiny_experiment
+
+PARAMS = {
+    "naive": {},
+    "l2": {"lambda": 0.1},
+    "ewc": {"lambda": 10.0},
+    "si": {"lambda": 10.0},
+    "mas": {"lambda": 1.0},
+}
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def digits() -> Stream:
+    return build_stream(ScenarioConfig(source="digits", n_experiences=3, seed=0))
+
+
+def _training(optimizer: str) -> TrainingConfig:
+    lr = 0.05 if optimizer == "sgd" else 0.003
+    return TrainingConfig(
+        epochs=1, batch_size=32, lr=lr, momentum=0.9, optimizer=optimizer, accelerator="cpu"
+    )
+
+
+def _vectorised(stream: Stream, name: str, training: TrainingConfig) -> VectorizedLearner:
+    return VectorizedLearner(
+        stream,
+        ModelConfig(hidden=[32]),
+        lambda: [build_strategy(name, PARAMS[name])],
+        training,
+        SEEDS,
+    )
+
+
+def _separate(stream: Stream, name: str, training: TrainingConfig, seed: int) -> Learner:
+    return Learner(
+        stream, ModelConfig(hidden=[32]), [build_strategy(name, PARAMS[name])], training, seed
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_vectorised_trials_equal_the_separate_trials(
+    digits: Stream, name: str, optimizer: str
+) -> None:
+    training = _training(optimizer)
+    vec = _vectorised(digits, name, training)
+    vec.evaluate_untrained()
+    losses = [vec.run_experience(i)[1] for i in range(len(digits))]
+    for s, seed in enumerate(SEEDS):
+        alone = _separate(digits, name, training, seed)
+        alone.evaluate_untrained()
+        own = [alone.run_experience(i)[1] for i in range(len(digits))]
+        # one misclassified test sample at most (a batched product sums in another order)
+        assert np.nanmax(np.abs(vec.R[s] - alone.R)) <= 1 / min(e.n_test for e in digits)
+        np.testing.assert_array_equal(vec.untrained[s], alone.untrained)
+        weights = vec.model_state(s)
+        for key, value in alone.model.state_dict().items():
+            torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5)
+        for mine, theirs in zip(losses, own, strict=True):
+            assert mine["ce"][s] == pytest.approx(theirs["ce"], rel=1e-5)
+        for key, value in alone.strategy_metrics().items():
+            assert vec.strategy_metrics(s)[key] == pytest.approx(value, rel=1e-5)
+
+
+def test_the_penalty_is_logged_as_the_mean_over_the_trials(digits: Stream) -> None:
+    training = _training("sgd")
+    vec = _vectorised(digits, "l2", training)
+    vec.run_experience(0)
+    _, losses = vec.run_experience(1)
+    own = []
+    for seed in SEEDS:
+        alone = _separate(digits, "l2", training, seed)
+        alone.run_experience(0)
+        own.append(alone.run_experience(1)[1]["l2"])
+    assert losses["l2"] == pytest.approx(np.full(3, np.mean(own)), rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_trials_state_goes_on_in_a_learner_as_if_it_had_trained_alone(
+    digits: Stream, optimizer: str
+) -> None:
+    training = _training(optimizer)
+    vec = _vectorised(digits, "ewc", training)
+    vec.evaluate_untrained()
+    vec.run_experience(0)
+    buf = io.BytesIO()
+    torch.save(vec.member_state(1), buf)
+    buf.seek(0)
+    resumed = _separate(digits, "ewc", training, SEEDS[1])
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert resumed.next_experience == 1
+    alone = _separate(digits, "ewc", training, SEEDS[1])
+    np.testing.assert_allclose(resumed.fit(), alone.fit(), atol=1 / 100)
+
+
+@pytest.mark.parametrize("name", ["naive", "l2", "ewc", "si"])
+def test_a_trial_that_diverges_fails_alone(digits: Stream, name: str) -> None:
+    training = _training("sgd")
+    vec = _vectorised(digits, name, training)
+    vec.evaluate_untrained()
+    vec.run_experience(0)
+    with torch.no_grad():
+        next(iter(vec.params.values()))[1].fill_(float("nan"))  # trial 1 blows up
+    vec.run_experience(1)
+    assert set(vec.failed) == {1}
+    assert "seed 1" in vec.failed[1] and "experience 1" in vec.failed[1]
+    vec.run_experience(2)
+    for s in (0, 2):  # the others are where they would be alone
+        alone = _separate(digits, name, training, SEEDS[s])
+        alone.fit()
+        assert np.isfinite(vec.R[s]).all()
+        weights = vec.model_state(s)
+        for key, value in alone.model.state_dict().items():
+            torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_what_cannot_train_vectorised_says_why(digits: Stream) -> None:
+    lwf = build_strategy("lwf", {})
+    training = _training("sgd")
+    assert "lwf" in str(vectorization_blocker(digits, training, [lwf]))
+    assert vectorization_blocker(digits, training, [build_strategy("ewc", {})]) is None
+    reference = training.model_copy(update={"plasticity_baseline": True})
+    assert "plasticity" in str(vectorization_blocker(digits, reference, []))
+
+
+def test_a_model_whose_batchnorm_trains_is_refused(digits: Stream, tmp_path: Path) -> None:
+    from conftest import save_test_resnet
+
+    weights = str(save_test_resnet(tmp_path, seed=0))
+    model = {"name": "timm", "arch": "test_resnet", "weights": weights, "input_size": 32}
+    training = _training("sgd")
+    with pytest.raises(ValueError, match="BatchNorm layers that train"):
+        VectorizedLearner(digits, ModelConfig(**model), lambda: [], training, [0, 1])
+    frozen = ModelConfig(**model, freeze="backbone")  # BatchNorm in eval mode: accepted
+    VectorizedLearner(digits, frozen, lambda: [], training, [0, 1])
+
+
+def _runs(uri: str, name: str) -> dict[tuple[str, str], object]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], "tags.`lifelong.role` = 'trial'")
+    return {(r.data.tags["strategy"], r.data.tags["seed"]): r for r in runs}
+
+
+def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
+    ray_instance: str, in_tmp: Path
+) -> None:
+    spec = tiny_experiment("vectorised", [], ["naive", "ewc", "lwf"])
+    spec["seeds"] = 3
+    spec["resources"] = {"vectorize": 4}
+    path = in_tmp / "vectorised.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    cli = CliRunner()
+    result = cli.invoke(app, ["run", str(path), "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "6 trials train vectorised, in 2 group(s)" in result.output
+    assert "lwf: each seed trains on its own" in result.output
+    together = _runs(uri, "vectorised")
+    assert len(together) == 9
+    for (strategy, seed), run in together.items():
+        tag = run.data.tags.get("lifelong.vectorized")  # type: ignore[attr-defined]
+        if strategy == "lwf":
+            assert tag is None
+        else:
+            assert yaml.safe_load(tag) == {"size": 3, "seeds": [0, 1, 2]}, (strategy, seed)
+        assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            str(path),
+            "resources.vectorize=1",
+            "--experiment-name",
+            "alone",
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    alone = _runs(uri, "alone")
+    for key, run in together.items():
+        mine, theirs = run.data.metrics, alone[key].data.metrics  # type: ignore[attr-defined]
+        for metric in ("acc/avg", "forgetting/avg", "bwt", "fwt"):
+            assert mine[metric] == pytest.approx(theirs[metric], abs=1e-6), (key, metric)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("resources.vectorize=0", "vectorize is auto or a number of trials from 1 to 1024"),
+        ("resources.workers=2", "choose one"),
+    ],
+)
+def test_a_bad_vectorize_setting_exits_2_before_ray_starts(
+    in_tmp: Path, override: str, message: str
+) -> None:
+    spec = tiny_experiment("badvec", [], ["naive"])
+    spec["resources"] = {"vectorize": 2}
+    path = in_tmp / "badvec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path), override, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
