@@ -46,6 +46,8 @@ PARAMS = {
     "ewc": {"lambda": 1.0},
     "si": {"lambda": 100.0},
     "mas": {"lambda": 0.1},
+    "spectral": {"lambda": 1e-4},
+    "wasserstein_init": {"lambda": 1e-3},
 }
 
 

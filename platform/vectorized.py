@@ -324,6 +324,7 @@ class VectorizedLearner:
             self.device,
             self.step,
             seed=self.seeds[0],
+            trials=self.size,
         )
 
     def _member_context(self, s: int, experience: Experience, ctx: Context) -> Context:
@@ -470,6 +471,12 @@ class VectorizedLearner:
             p.grad = g if p.grad is None else p.grad.add_(g)
         for s in hooks["on_after_backward"]:
             s.on_after_backward(ctx)
+        if ctx.protected:
+            raise ValueError(
+                f"vectorised trials: a strategy protected {sorted(ctx.protected)[0]!r} "
+                "(ctx.protect), which the vectorised step does not honour; mark the strategy "
+                "vectorize = '<why not>'"
+            )
         if not plain_sgd_step(self.optimizer):
             self.optimizer.step()
         for s in hooks["on_after_step"]:

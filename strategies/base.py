@@ -70,6 +70,9 @@ class Context:
             trial built it (random weights drawn with ``seed``, default one derived
             from the trial's seed and ``step``; a pre-trained body's weights again),
             on ``device``, without touching the learner's random streams.
+        trials: 0 for one trial; S when S trials train as one program and ``model``'s
+            parameters are the stacked ones, each with a leading dimension of S
+            (a strategy with ``vectorize = "stacked"``; see ``Strategy.vectorize``).
         protected: parameter name -> bool mask of entries that must not change in
             the current optimizer step (``None``: the whole tensor); filled through
             :meth:`protect` in ``on_after_backward`` and cleared after every step.
@@ -86,6 +89,7 @@ class Context:
     epoch: int = 0
     seed: int = 0
     fresh_model: Callable[..., nn.Module] | None = None
+    trials: int = 0
 
     def protect(self, name: str, mask: Tensor | None = None) -> None:
         """Keep parameter ``name`` (where ``mask`` is True; everywhere if None) unchanged.

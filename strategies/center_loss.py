@@ -62,6 +62,10 @@ class CenterLoss(Strategy):
     """Pull features to per-class centres learned in the first experience, then frozen."""
 
     Config = CenterLossConfig
+    vectorize = (
+        "its loss needs the features' gradient and it freezes the head (ctx.protect), "
+        "neither of which a vectorised step gives"
+    )
     config: CenterLossConfig
     language_models = "its class centres need class labels; a text stream has next-token labels"
     data_parallel = (

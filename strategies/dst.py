@@ -171,6 +171,7 @@ class DST(Strategy):
         "owned",
     )
     Config = DSTConfig
+    vectorize = "its masks protect weights (ctx.protect), which a vectorised step does not honour"
     config: DSTConfig
     language_models = (
         "its masks assume untied nn.Linear weights (a tied LM head would mask the "

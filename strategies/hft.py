@@ -115,6 +115,7 @@ class HFT(Strategy):
     """Freeze a random half of the parameters, category by category, in every experience."""
 
     Config = HFTConfig
+    vectorize = "it freezes layers (ctx.protect), which a vectorised step does not honour"
     config: HFTConfig
 
     def __init__(self, config: HFTConfig | None = None) -> None:

@@ -81,6 +81,10 @@ class LwF(Strategy):
         "distillation",
     )
     Config = LwFConfig
+    vectorize = (
+        "its distillation term needs the logits' gradient, which a vectorised step's "
+        "batch does not carry"
+    )
     config: LwFConfig
     language_models = (
         "it distils the logits of the classes seen so far; a text stream has no classes"

@@ -63,6 +63,7 @@ class Spectral(Strategy):
     )
     Config = SpectralConfig
     config: SpectralConfig
+    vectorize = "stacked"  # batched power iteration; R sums over the trials
 
     def __init__(self, config: SpectralConfig | None = None) -> None:
         super().__init__(config)
@@ -72,26 +73,33 @@ class Spectral(Strategy):
 
     def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, Tensor]:
         """Advance the power iteration one training step; return ``{"spectral": lambda * R}``."""
-        return {"spectral": self.config.lambda_ * self.regularizer(ctx.model)}
+        return {"spectral": self.config.lambda_ * self.regularizer(ctx.model, ctx.trials)}
 
-    def regularizer(self, model: nn.Module) -> Tensor:
-        """Return ``R = sum_l (sigma_l^k - 1)^2 + ||b_l||^(2k)``, advancing every estimate."""
+    def regularizer(self, model: nn.Module, trials: int = 0) -> Tensor:
+        """Return ``R = sum_l (sigma_l^k - 1)^2 + ||b_l||^(2k)``, advancing every estimate.
+
+        ``trials``: S when the weights are S trials' stacked along a first dimension
+        (``ctx.trials``); ``R`` is then the sum of the trials' values.
+        """
         k = self.config.k
         terms = []
         for name, layer in spectral_layers(model):
             if not layer.weight.requires_grad:
                 continue
-            sigma = self.sigma_max(name, layer.weight)
-            terms.append((sigma.pow(k) - 1).square())
+            sigma = self.sigma_max(name, layer.weight, trials)
+            terms.append((sigma.pow(k) - 1).square().sum())
             if layer.bias is not None:
-                terms.append(layer.bias.square().sum().pow(k))
+                terms.append(layer.bias.square().sum(-1).pow(k).sum())
         if not terms:
             return torch.zeros((), device=next(model.parameters()).device)
         return torch.stack(terms).sum()
 
-    def sigma_max(self, name: str, weight: Tensor) -> Tensor:
-        """Return ``u^T W v`` after ``power_iterations`` steps on layer ``name`` (grad to W)."""
-        w = weight.flatten(1)
+    def sigma_max(self, name: str, weight: Tensor, trials: int = 0) -> Tensor:
+        """Return ``u^T W v`` after ``power_iterations`` steps on layer ``name`` (grad to W).
+
+        With ``trials`` (S stacked weights) one estimate per trial, shape ``(S,)``.
+        """
+        w = weight.flatten(2 if trials else 1)  # (S,) out x in*kh*kw
         if not torch.is_autocast_enabled(w.device.type):  # skip the context's cost per step
             return self._sigma_max(name, w)
         with torch.autocast(w.device.type, enabled=False):  # estimate in the weights' precision
@@ -100,13 +108,15 @@ class Spectral(Strategy):
     def _sigma_max(self, name: str, w: Tensor) -> Tensor:
         if name not in self.u:
             g = torch.Generator().manual_seed(self.config.seed)
-            self.u[name] = F.normalize(torch.randn(w.shape[0], generator=g), dim=0).to(w)
-            self.v[name] = F.normalize(torch.randn(w.shape[1], generator=g), dim=0).to(w)
+            u = F.normalize(torch.randn(w.shape[-2], generator=g), dim=0).to(w)
+            v = F.normalize(torch.randn(w.shape[-1], generator=g), dim=0).to(w)
+            lead = w.shape[:-2]  # every stacked trial starts from the same vectors
+            self.u[name], self.v[name] = u.expand(*lead, -1).clone(), v.expand(*lead, -1).clone()
             self._power_iteration(name, w, WARM_UP_ITERATIONS)
         elif self.u[name].device != w.device:  # e.g. restored on the host
             self.u[name], self.v[name] = self.u[name].to(w), self.v[name].to(w)
         self._power_iteration(name, w, self.config.power_iterations)
-        sigma = torch.dot(self.u[name], torch.mv(w, self.v[name]))
+        sigma = (self.u[name] * _matvec(w, self.v[name])).sum(-1)
         self.sigma[name] = sigma.detach()
         return sigma
 
@@ -114,8 +124,8 @@ class Spectral(Strategy):
     def _power_iteration(self, name: str, w: Tensor, steps: int) -> None:
         u, v = self.u[name], self.v[name]
         for _ in range(steps):
-            v = F.normalize(torch.mv(w.t(), u), dim=0, eps=1e-12)
-            u = F.normalize(torch.mv(w, v), dim=0, eps=1e-12)
+            v = F.normalize(_matvec(w.transpose(-2, -1), u), dim=-1, eps=1e-12)
+            u = F.normalize(_matvec(w, v), dim=-1, eps=1e-12)
         self.u[name], self.v[name] = u.detach(), v.detach()  # fresh tensors: no copy needed
 
     def metrics(self) -> dict[str, float]:
@@ -137,6 +147,11 @@ class Spectral(Strategy):
         self.u = {n: t.detach().clone() for n, t in state["u"].items()}
         self.v = {n: t.detach().clone() for n, t in state["v"].items()}
         self.sigma = {n: t.detach().clone() for n, t in state["sigma"].items()}
+
+
+def _matvec(w: Tensor, x: Tensor) -> Tensor:
+    """``w @ x`` over any leading (trial) dimensions: ``(..., m, n) x (..., n) -> (..., m)``."""
+    return (w @ x.unsqueeze(-1)).squeeze(-1)
 
 
 def spectral_layers(model: nn.Module) -> list[tuple[str, nn.Linear | nn.modules.conv._ConvNd]]:

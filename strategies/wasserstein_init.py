@@ -49,6 +49,7 @@ class WassersteinInit(Strategy):
     formulas = ("distance",)
     Config = WassersteinInitConfig
     config: WassersteinInitConfig
+    vectorize = "stacked"  # each trial's tensors sorted apart (ctx.trials)
 
     def __init__(self, config: WassersteinInitConfig | None = None) -> None:
         super().__init__(config)
@@ -58,7 +59,7 @@ class WassersteinInit(Strategy):
         """Snapshot and sort the initial parameters, once (at the first experience)."""
         if self.sorted_init is None:
             self.sorted_init = {
-                n: p.detach().flatten().sort().values
+                n: _sorted(p.detach(), ctx.trials)
                 for n, p in ctx.model.named_parameters()
                 if p.requires_grad
             }
@@ -67,10 +68,14 @@ class WassersteinInit(Strategy):
         """Return ``{"wasserstein_init": lambda * sum_l ||sort(theta_l) - sort(theta_l^0)||^2}``."""
         if self.sorted_init is None:
             return {}
-        return {"wasserstein_init": self.config.lambda_ * self.distance(ctx.model)}
+        return {"wasserstein_init": self.config.lambda_ * self.distance(ctx.model, ctx.trials)}
 
-    def distance(self, model: nn.Module) -> Tensor:
-        """Return ``sum_l sum_i (sort(theta_l)_i - sort(theta_l^0)_i)^2`` (without lambda)."""
+    def distance(self, model: nn.Module, trials: int = 0) -> Tensor:
+        """Return ``sum_l sum_i (sort(theta_l)_i - sort(theta_l^0)_i)^2`` (without lambda).
+
+        ``trials``: S when the parameters are S trials' stacked (``ctx.trials``): each
+        trial's tensor is sorted on its own, and the value is the trials' sum.
+        """
         if self.sorted_init is None:
             raise RuntimeError("wasserstein_init: no initial snapshot yet")
         params = dict(model.named_parameters())
@@ -80,9 +85,10 @@ class WassersteinInit(Strategy):
         device = params[names[0]].device
         if self.sorted_init[names[0]].device != device:  # e.g. restored on the host
             self.sorted_init = {n: t.to(device) for n, t in self.sorted_init.items()}
-        current = [params[n].flatten().sort().values for n in names]
+        current = [_sorted(params[n], trials) for n in names]
         diff = torch._foreach_sub(current, [self.sorted_init[n] for n in names])
-        return torch.stack(torch._foreach_norm(diff)).square().sum()
+        # one dot product per tensor: an elementwise gradient (see l2.py)
+        return torch.stack([torch.dot(d.reshape(-1), d.reshape(-1)) for d in diff]).sum()
 
     def state_dict(self) -> dict[str, Any]:
         """Return ``{"sorted_init": {param name: sorted flat theta^0}}`` (empty before it)."""
@@ -96,3 +102,8 @@ class WassersteinInit(Strategy):
             )
         snap = state["sorted_init"]
         self.sorted_init = {n: t.detach().clone() for n, t in snap.items()} if snap else None
+
+
+def _sorted(p: Tensor, trials: int) -> Tensor:
+    """``p`` flattened and sorted; per trial (a row each) when ``trials`` are stacked."""
+    return (p.flatten(1) if trials else p.flatten()).sort(-1).values

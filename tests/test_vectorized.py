@@ -28,6 +28,8 @@ PARAMS = {
     "ewc": {"lambda": 10.0},
     "si": {"lambda": 10.0},
     "mas": {"lambda": 1.0},
+    "spectral": {"lambda": 1e-3},
+    "wasserstein_init": {"lambda": 1e-2},
 }
 SEEDS = [0, 1, 2]
 
@@ -116,7 +118,7 @@ def test_a_trials_state_goes_on_in_a_learner_as_if_it_had_trained_alone(
     np.testing.assert_allclose(resumed.fit(), alone.fit(), atol=1 / 100)
 
 
-@pytest.mark.parametrize("name", ["naive", "l2", "ewc", "si"])
+@pytest.mark.parametrize("name", ["naive", "l2", "ewc", "si", "spectral"])
 def test_a_trial_that_diverges_fails_alone(digits: Stream, name: str) -> None:
     training = _training("sgd")
     vec = _vectorised(digits, name, training)
