@@ -677,10 +677,35 @@ class Learner:
         forward transfer is undefined and the row stays ``nan``.
         """
         if self.training.eval_on == "all":
-            self.untrained = self.evaluate()
+            self.untrained = self._shared_untrained()
         if self._general is not None:
             self.retention_base = self.general_retention()
         return self.untrained
+
+    def _shared_untrained(self) -> np.ndarray:
+        """The untrained row, from the sweep's cache when another trial of the seed has it.
+
+        The key: the stream, model, evaluation settings, seed and device (none of the
+        strategies is in it: a strategy that changes evaluation is not shared).
+        """
+        changes_eval = any(
+            _overrides(s, h) for s in self.strategies for h in ("on_eval_start", "eval_logits")
+        )
+        if self.reference_cache is None or self.parallel is not None or changes_eval or self.text:
+            return self.evaluate()
+        if self._digest is None:
+            self._digest = stream_digest(self.stream)[0]
+        key = {
+            "what": "untrained",
+            "stream": self._digest,
+            "model": self.model_config.model_dump(mode="json"),
+            "evaluation": self.training.model_dump(
+                mode="json", include={"eval_batch_size", "precision", "accelerator"}
+            ),
+            "seed": self.seed,
+            "device": str(self.fabric.device),
+        }
+        return np.array(self.reference_cache.get(key, lambda: self.evaluate().tolist()))
 
     @torch.no_grad()
     def general_retention(self) -> dict[str, float]:
@@ -764,17 +789,18 @@ class Learner:
 
         if self.reference_cache is None or self.parallel is not None:  # workers train together
             return compute()
+        if self._digest is None:
+            self._digest = stream_digest(self.stream)[0]
         key = {
             "what": "plasticity/fresh",
-            "stream": stream_digest(self.stream)[0] if self._digest is None else self._digest,
+            "stream": self._digest,
             "model": self.model_config.model_dump(mode="json"),
             "training": training.model_dump(mode="json"),
             "seed": self.seed,
             "experience": i,
             "device": str(self.fabric.device),
         }
-        self._digest = key["stream"]
-        return self.reference_cache.get(key, compute)
+        return float(self.reference_cache.get(key, compute))
 
     @_blamed
     def strategy_metrics(self) -> dict[str, float]:

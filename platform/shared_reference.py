@@ -1,4 +1,4 @@
-"""Work a sweep's trials share: the plasticity reference, computed once per seed.
+"""Work a sweep's trials share: the plasticity reference and the untrained model's row.
 
 ``plasticity/fresh`` (``training.plasticity_baseline``) trains a freshly
 initialised model on each experience alone. It depends on the stream, the model
@@ -8,7 +8,10 @@ every strategy of a seed would compute the same numbers. A
 exactly those inputs, in a folder the sweep owns (``.lifelong/cache/<sweep
 id>/reference``; removed when the sweep ends): the first trial of a seed to
 reach an experience computes it, under a file lock, and the others read the
-same float back. The numbers are bit-identical to computing each one again.
+same float back. The numbers are bit-identical to computing each one again. The
+untrained model's evaluation (forward transfer's baseline row) is shared the same
+way: it depends on the stream, the model, the evaluation settings and the seed,
+unless a strategy changes evaluation (``on_eval_start``, ``eval_logits``).
 
 Each node of a cluster keeps its own folder (a per-node cache: at most one
 computation per seed and node). ``LIFELONG_SHARED_REFERENCE=0`` turns sharing
@@ -57,14 +60,17 @@ class ReferenceCache:
         text = json.dumps(key, sort_keys=True, default=str)
         return self.directory / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
 
-    def get(self, key: dict[str, Any], compute: Callable[[], float]) -> float:
-        """The value of ``key``: read if a trial computed it, else computed here and kept."""
+    def get(self, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        """The value of ``key``: read if a trial computed it, else computed here and kept.
+
+        A value is a float or a list of floats (JSON keeps every float exactly).
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         with open(path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial waits for the first's value
             if path.exists():
-                return float(json.loads(path.read_text())["value"])
+                return json.loads(path.read_text())["value"]
             value = compute()
             partial = path.with_suffix(".tmp")
             partial.write_text(json.dumps({"value": value, "key": key}, default=str))

@@ -38,14 +38,18 @@ def test_every_strategy_of_a_seed_reads_the_first_ones_reference(tmp_path: Path)
         learner.reference_cache = cache
         learner.fit()
         fresh[name] = learner.fresh.copy()
-    assert cache.computed == 3  # one per experience, by the first strategy only
+        np.testing.assert_array_equal(learner.untrained, alone.untrained, err_msg=name)
+        if name == "naive":  # a learner that read the cached row trains as before
+            np.testing.assert_array_equal(learner.R, alone.R)
+    # one reference per experience and one untrained row, by the first strategy only
+    assert cache.computed == 3 + 1
     for name, values in fresh.items():
         np.testing.assert_array_equal(values, alone.fresh, err_msg=name)  # bit-identical
 
     other_seed = Learner(stream, ModelConfig(hidden=[8]), [], TRAINING, seed=4)
     other_seed.reference_cache = cache
     other_seed.fit()
-    assert cache.computed == 6  # a seed's reference is its own
+    assert cache.computed == 8  # a seed's reference (and untrained row) is its own
 
 
 def test_a_changed_setting_is_a_new_key(tmp_path: Path) -> None:
@@ -64,13 +68,13 @@ def _sweep(folder: Path, shared: bool, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.chdir(folder)
     path = folder / "shared.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    computed: list[int] = []
+    computed: list[tuple[str, int]] = []
     real = ReferenceCache.get
 
     def counting(self: ReferenceCache, key: dict, compute):  # noqa: ANN001
         before = self.computed
         value = real(self, key, compute)
-        computed.append(self.computed - before)
+        computed.append((key["what"], self.computed - before))
         return value
 
     monkeypatch.setattr(ReferenceCache, "get", counting)
@@ -85,12 +89,19 @@ def _sweep(folder: Path, shared: bool, monkeypatch: pytest.MonkeyPatch) -> dict:
                 client.get_metric_history(r.info.run_id, "plasticity/fresh"), key=lambda m: m.step
             )
         ]
+        + [r.data.metrics["fwt"]]  # from the untrained row
         for r in runs
     }
     assert not (folder / ".lifelong" / "cache").exists() or not any(
         (folder / ".lifelong" / "cache").iterdir()
     )  # the sweep's shared values are gone once it ended
-    return {"values": values, "computed": sum(computed), "asked": len(computed)}
+    return {
+        "values": values,
+        "computed": sum(n for what, n in computed if what == "plasticity/fresh"),
+        "asked": sum(1 for what, _ in computed if what == "plasticity/fresh"),
+        "untrained": sum(n for what, n in computed if what == "untrained"),
+        "untrained_asked": sum(1 for what, _ in computed if what == "untrained"),
+    }
 
 
 def test_a_sweep_computes_the_reference_once_per_seed_and_logs_the_same_numbers(
@@ -99,6 +110,8 @@ def test_a_sweep_computes_the_reference_once_per_seed_and_logs_the_same_numbers(
     shared = _sweep(tmp_path / "shared", True, monkeypatch)
     assert shared["asked"] == 3 * 2 * 2  # strategies x seeds x experiences
     assert shared["computed"] == 2 * 2  # seeds x experiences
+    assert shared["untrained_asked"] == 3 * 2  # the untrained row: strategies x seeds
+    assert shared["untrained"] == 2  # once per seed
     alone = _sweep(tmp_path / "alone", False, monkeypatch)
     assert alone["asked"] == 0  # sharing off: every trial trains its own reference
     assert shared["values"] == alone["values"]  # logged numbers bit-identical
