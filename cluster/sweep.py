@@ -385,6 +385,8 @@ def run_sweep(
     ACTIVE[key] = (tracker, progress)
     before = set(tracker.outcomes)
     groups: dict[str, dict[str, Any]] = {}  # resources.vectorize: trial id -> its group
+    if spec.resources.vector_size > 1:
+        stop_groups(state.sweep_id)  # left by a driver that was killed (they are detached)
     if restarted and not to_run:  # every trial had ended: nothing left for Tune
         tuner = None
     elif resume is not None:
@@ -399,7 +401,9 @@ def run_sweep(
         searched = tune_run is not None and tune_run.search_alg is not None
         streams = stream if isinstance(stream, dict) else {"": stream}
         groups, notes = (
-            ({}, []) if searched else plan_groups(to_run, spec, streams, state.tune_path)
+            ({}, [])
+            if searched
+            else plan_groups(to_run, spec, streams, state.sweep_id, state.tune_path)
         )
         _say_groups(console, groups, notes)
         param_space = {
@@ -456,7 +460,7 @@ def run_sweep(
         raise
     finally:
         ACTIVE.pop(key, None)
-        stop_groups(groups)
+        stop_groups(state.sweep_id)
     if tune_run is not None:
         return _phase_outcomes(tracker, before, grid)
     _finish_terminated(tracker, grid)

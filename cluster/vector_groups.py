@@ -33,12 +33,18 @@ import torch
 from ray import tune
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from lifelong.cluster.system_metrics import SystemSampler
 from lifelong.platform.expand import trial_from_config
 from lifelong.platform.learner import Learner
 from lifelong.platform.models import ModelConfig
 from lifelong.platform.spec import ExperimentSpec, TrialSpec
 from lifelong.platform.training import TrainingConfig
-from lifelong.platform.vectorized import VectorizedLearner, vectorization_blocker
+from lifelong.platform.vectorized import (
+    VectorizedLearner,
+    batchnorm_blocker,
+    trial_model,
+    vectorization_blocker,
+)
 from lifelong.scenarios.stream import Stream
 from lifelong.strategies import build_strategy
 
@@ -52,12 +58,14 @@ def plan_groups(
     trials: Sequence[TrialSpec],
     spec: ExperimentSpec,
     streams: Mapping[str, Stream],
+    sweep_id: str,
     salt: str,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Group ``trials`` that differ only in seed, up to ``resources.vectorize`` per group.
 
     ``streams``: each trial's stream by its scenario key (``""`` for the sweep's one).
-    ``salt`` makes the groups' actor names unique to this run of the sweep. Returns
+    The groups' actor names start with ``sweep_id`` (:func:`stop_groups`); ``salt``
+    makes them unique to this run of the sweep. Returns
     ``{trial_id: {"id", "seeds", "member"}}`` and a note per configuration that
     trains one seed at a time, with the reason.
     """
@@ -80,6 +88,10 @@ def plan_groups(
         training = TrainingConfig.model_validate(first.training or spec.training.model_dump())
         strategies = [build_strategy(s.name, s.params) for s in first.strategies]
         blocker = vectorization_blocker(stream, training, strategies)
+        if blocker is None:
+            model = ModelConfig.model_validate(first.model or spec.model.model_dump())
+            norm = batchnorm_blocker(trial_model(stream, model))
+            blocker = f"model {model.name!r} {norm}" if norm else None
         if blocker is None and len(members) == 1:
             blocker = "a single seed"
         if blocker is not None:
@@ -96,7 +108,7 @@ def plan_groups(
             seeds = [t.seed for t in chunk]
             digest = hashlib.sha256(f"{salt}|{key}|{seeds}".encode()).hexdigest()[:16]
             for k, t in enumerate(chunk):
-                groups[t.trial_id] = {"id": f"group-{digest}", "seeds": seeds, "member": k}
+                groups[t.trial_id] = {"id": f"{sweep_id}-{digest}", "seeds": seeds, "member": k}
     return groups, notes
 
 
@@ -168,6 +180,8 @@ class VectorGroup:
             )
             self.learner.evaluate_untrained()
         self.node = ray.get_runtime_context().get_node_id()
+        self.machine = SystemSampler()  # where the group trains (the trials only wait)
+        self.machine.__enter__()
         self.last: list[dict[str, float]] = [{} for _ in seeds]
         self.results: dict[tuple[int, int], tuple[str, Any, bytes | None]] = {}
         self.left: set[int] = set()
@@ -195,8 +209,10 @@ class VectorGroup:
         learner = self.learner
         i = learner.next_experience
         _, losses = learner.run_experience(i)
+        system = self.machine.take()
         if isinstance(learner, Learner):  # one restored trial
             result = experience_result(learner, i, losses, self.node, self.last[0])
+            result["system"] = system
             self.results[(0, i)] = ("ok", result, _saved(learner.state_dict()))
             return
         for s in range(learner.size):
@@ -209,6 +225,7 @@ class VectorGroup:
             view = _TrialView(learner, s)
             result = experience_result(view, i, own, self.node, self.last[s])  # type: ignore[arg-type]
             result["vectorized"] = {"size": learner.size, "seeds": learner.seeds}
+            result["system"] = system
             self.results[(s, i)] = ("ok", result, _saved(learner.member_state(s)))
 
     def leave(self, member: int) -> None:
@@ -216,6 +233,7 @@ class VectorGroup:
         self.left.add(member)
         self.results = {k: v for k, v in self.results.items() if k[0] not in self.left}
         if len(self.left) >= len(self.seeds):
+            self.machine.__exit__(None, None, None)
             ray.actor.exit_actor()
 
 
@@ -238,7 +256,6 @@ def train_member(
     it then trains alone in an actor of its own.
     """
     from lifelong.cluster.data_parallel import CHECKPOINT_FILE
-    from lifelong.cluster.system_metrics import SystemSampler
     from lifelong.cluster.trial import RESULT_FILE
 
     resources = config.get("resources") or {}
@@ -251,7 +268,11 @@ def train_member(
     }
     if state is None:
         actor = VectorGroup.options(  # type: ignore[attr-defined]
-            name=group["id"], namespace=NAMESPACE, get_if_exists=True, **options
+            name=group["id"],
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",  # outlives the trial that created it; ends with its last
+            **options,
         ).remote(config, stream, list(group["seeds"]))
         member, i = int(group["member"]), 0
     else:
@@ -263,25 +284,22 @@ def train_member(
         seed = trial_from_config(config).seed
         actor = VectorGroup.options(**options).remote(config, stream, [seed], state)  # type: ignore[attr-defined]
         member = 0
-    machine = SystemSampler()
     try:
-        with machine:
-            while True:
-                kind, result, blob = ray.get(actor.result.remote(member, i))
-                if kind == "failed":
-                    raise FloatingPointError(result)
-                result["system"] = machine.take()
-                d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
-                try:
-                    assert blob is not None
-                    (d / CHECKPOINT_FILE).write_bytes(blob)
-                    (d / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
-                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
-                finally:
-                    shutil.rmtree(d, ignore_errors=True)
-                if int(result["experience"]) + 1 >= int(result["n_experiences"]):
-                    return
-                i += 1
+        while True:
+            kind, result, blob = ray.get(actor.result.remote(member, i))
+            if kind == "failed":
+                raise FloatingPointError(result)
+            d = Path(tempfile.mkdtemp(prefix="lifelong-checkpoint-"))
+            try:
+                assert blob is not None
+                (d / CHECKPOINT_FILE).write_bytes(blob)
+                (d / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            if int(result["experience"]) + 1 >= int(result["n_experiences"]):
+                return
+            i += 1
     finally:
         try:
             actor.leave.remote(member)
@@ -289,10 +307,17 @@ def train_member(
             pass
 
 
-def stop_groups(groups: Mapping[str, dict[str, Any]]) -> None:
-    """End the groups' actors that are still alive (the sweep has ended or was stopped)."""
-    for gid in {g["id"] for g in groups.values()}:
+def stop_groups(sweep_id: str) -> None:
+    """End the sweep's group actors that are still alive.
+
+    At the sweep's end or stop, and before it runs: a driver that was killed leaves
+    them behind (they are detached, so that they outlive the trial that made them).
+    """
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = entry["name"], entry["namespace"]  # type: ignore[index]
+        if namespace != NAMESPACE or not name.startswith(f"{sweep_id}-"):
+            continue
         try:
-            ray.kill(ray.get_actor(gid, namespace=NAMESPACE))
-        except ValueError:  # already gone
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+        except ValueError:  # gone meanwhile
             continue

@@ -46,11 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
+from lifelong.platform.hook_errors import annotate
 from lifelong.platform.learner import _fabric, _overrides
 from lifelong.platform.loader import StreamedExperience, place_experiences
 from lifelong.platform.models import ContinualModel, ModelConfig, build_model, frozen_modules
 from lifelong.platform.models.feature_cache import is_encoded
 from lifelong.platform.sgd import plain_sgd_step
+from lifelong.platform.stacked_state import place, stack_states, unstack_state, zero_slice
 from lifelong.platform.training import TrainingConfig
 from lifelong.scenarios.stream import Experience, Stream
 from lifelong.strategies.base import Batch, Context, Strategy
@@ -93,67 +95,28 @@ def vectorization_blocker(
     return None
 
 
-def _training_batchnorm(model: nn.Module) -> str | None:
-    """The first BatchNorm layer that trains (not frozen in eval mode), if any."""
+def trial_model(stream: Stream, model_config: ModelConfig) -> ContinualModel:
+    """The model a trial of ``stream`` builds (random weights from the current RNG state)."""
+    multi_head = model_config.multi_head
+    if multi_head is None:
+        multi_head = stream.protocol == "task_incremental"
+    task_classes = stream.task_classes if multi_head else []
+    encoded = is_encoded(stream, model_config)
+    return build_model(
+        model_config, stream.input_shape, stream.n_classes, task_classes, encoded=encoded
+    )
+
+
+def batchnorm_blocker(model: nn.Module) -> str | None:
+    """Why ``model`` cannot train vectorised: BatchNorm layers that train, else ``None``."""
     frozen = {id(sub) for m in frozen_modules(model) for sub in m.modules()}
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen:
-            return name
+            return (
+                f"has BatchNorm layers that train ({name}, ...), whose running statistics "
+                "are not stacked"
+            )
     return None
-
-
-def _place(module: nn.Module, name: str, value: Tensor) -> None:
-    """Put ``value`` at dotted ``name`` of ``module`` (as a parameter or a buffer)."""
-    *path, leaf = name.split(".")
-    for part in path:
-        module = getattr(module, part)
-    if isinstance(value, nn.Parameter):
-        module._parameters[leaf] = value
-    else:
-        module._buffers[leaf] = value
-
-
-def unstack_state(state: Any, s: int) -> Any:
-    """Trial ``s``'s slice of a stacked :meth:`Strategy.state_dict` (tensors cloned)."""
-    if isinstance(state, Tensor):
-        return state[s].clone()
-    if isinstance(state, dict):
-        return {k: unstack_state(v, s) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(unstack_state(v, s) for v in state)
-    return state
-
-
-def stack_states(states: Sequence[Any], who: str) -> Any:
-    """The trials' :meth:`Strategy.state_dict` values stacked along a new first dimension."""
-    first = states[0]
-    if isinstance(first, Tensor):
-        return torch.stack(list(states))
-    if isinstance(first, dict):
-        if any(set(d) != set(first) for d in states):
-            raise ValueError(f"strategy {who!r}: the trials' states hold different keys")
-        return {k: stack_states([d[k] for d in states], who) for k in first}
-    if isinstance(first, list | tuple):
-        if any(len(v) != len(first) for v in states):
-            raise ValueError(f"strategy {who!r}: the trials' state lists differ in length")
-        return type(first)(stack_states(list(col), who) for col in zip(*states, strict=True))
-    if any(v != first for v in states):
-        raise ValueError(f"strategy {who!r}: the trials' states differ in a non-tensor value")
-    return first
-
-
-def _zero_slice(state: Any, s: int) -> Any:
-    """``state`` with slice ``s`` of every stacked tensor set to zero (a copy)."""
-    if isinstance(state, Tensor):
-        out = state.clone()
-        if out.dim() > 0:
-            out[s] = 0
-        return out
-    if isinstance(state, dict):
-        return {k: _zero_slice(v, s) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(_zero_slice(v, s) for v in state)
-    return state
 
 
 class _FeaturesAndLogits(nn.Module):
@@ -203,24 +166,15 @@ class VectorizedLearner:
         self.members = [make_strategies() for _ in self.seeds]
         self.fabric = _fabric(training.accelerator, training.precision)
         self.device = self.fabric.device
-        multi_head = model_config.multi_head
-        if multi_head is None:
-            multi_head = stream.protocol == "task_incremental"
-        task_classes = stream.task_classes if multi_head else []
-        encoded = is_encoded(stream, model_config)
         self.models: list[ContinualModel] = []
         for seed in self.seeds:  # each trial's weights, drawn as its own Learner draws them
             self.fabric.seed_everything(seed, verbose=False)
-            built = build_model(
-                model_config, stream.input_shape, stream.n_classes, task_classes, encoded=encoded
-            )
-            self.models.append(self.fabric.to_device(built))
-        norm = _training_batchnorm(self.models[0])
+            self.models.append(self.fabric.to_device(trial_model(stream, model_config)))
+        norm = batchnorm_blocker(self.models[0])
         if norm:
             raise ValueError(
-                f"these trials cannot be vectorised: model {model_config.name!r} has BatchNorm "
-                f"layers that train ({norm}, ...); their running statistics are not stacked. "
-                "Freeze them (model.freeze) or train the seeds separately (resources.vectorize: 1)"
+                f"these trials cannot be vectorised: model {model_config.name!r} {norm}. Freeze "
+                "them (model.freeze) or train the seeds separately (resources.vectorize: 1)"
             )
         params, buffers = stack_module_state(self.models)
         trainable = {n for n, p in self.models[0].named_parameters() if p.requires_grad}
@@ -232,7 +186,7 @@ class VectorizedLearner:
         # the functional forward's structure and the stacked strategies' ``ctx.model``.
         self.stacked = copy.deepcopy(self.models[0])
         for n, t in {**self.params, **self.buffers}.items():
-            _place(self.stacked, n, t)
+            place(self.stacked, n, t)
         self._both = _FeaturesAndLogits(self.stacked)
         self._both_params = {f"model.{n}": p for n, p in self.params.items()}
         self._both_buffers = {f"model.{n}": b for n, b in self.buffers.items()}
@@ -274,6 +228,7 @@ class VectorizedLearner:
         self.samples_seen = 0
         self.next_experience = 0
         self.failed: dict[int, str] = {}  # trial index -> why it failed (the others go on)
+        self._ctx: Context | None = None  # while an experience trains
 
     @property
     def size(self) -> int:
@@ -369,6 +324,7 @@ class VectorizedLearner:
             self.optimizer = self.training.make_optimizer(trainable)
         ctx = self._context(exp)
         ctx.total_steps = self.training.epochs * -(-exp.n_train // self.training.batch_size)
+        self._ctx = ctx  # for the step an error names
         self._boundary("on_experience_start", ctx)
         hooks = {h: [s for s in self.strategies if _overrides(s, h)] for h in STEP_HOOKS}
         history: dict[str, list[Tensor]] = {}
@@ -390,6 +346,7 @@ class VectorizedLearner:
                 self._boundary("on_epoch_end", ctx)
         self._boundary("on_experience_end", ctx)
         self.step = ctx.step
+        self._ctx = None
         means = {k: torch.stack(v).double().mean(0) for k, v in history.items()}
         out = {k: v.cpu().numpy() for k, v in means.items()}
         self._check_finite(i, out.get("ce"))
@@ -432,7 +389,7 @@ class VectorizedLearner:
             p[s].zero_()
         for strategy in self.strategies:
             state = strategy.state_dict()
-            strategy.load_state_dict(_zero_slice(state, s))
+            strategy.load_state_dict(zero_slice(state, s))
 
     def _step(
         self,
@@ -516,7 +473,19 @@ class VectorizedLearner:
         return self.untrained
 
     def run_experience(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Train experience ``i`` and evaluate; return row ``i`` of every trial's R, losses."""
+        """Train experience ``i`` and evaluate; return row ``i`` of every trial's R, losses.
+
+        An exception a strategy raised gains the note saying which strategy, hook,
+        experience, step and line (:func:`lifelong.platform.hook_errors.annotate`).
+        """
+        try:
+            return self._run_experience(i)
+        except Exception as error:
+            annotate(error, i, self._ctx.step if self._ctx is not None else self.step)
+            self._ctx = None
+            raise
+
+    def _run_experience(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         losses = self.train_experience(i)
         n = len(self.experiences)
         if self.training.evaluated_row(i, n):

@@ -18,7 +18,7 @@ from lifelong.platform.models import ModelConfig
 from lifelong.platform.training import TrainingConfig
 from lifelong.platform.vectorized import VectorizedLearner, vectorization_blocker
 from lifelong.scenarios import ScenarioConfig, Stream, build_stream
-from lifelong.strategies import build_strategy
+from lifelong.strategies import Batch, Context, Strategy, build_strategy
 
 from conftest import tiny_experiment
 
@@ -227,3 +227,44 @@ def test_a_bad_vectorize_setting_exits_2_before_ray_starts(
     result = CliRunner().invoke(app, ["run", str(path), override, "--dry-run"])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+class _FailsAtStep(Strategy):
+    """Raises in ``loss_terms`` at step 5 (stacked): the error names it."""
+
+    name = "vec_fails"
+    vectorize = "stacked"
+
+    def loss_terms(self, ctx: Context, batch: Batch) -> dict[str, torch.Tensor]:
+        if ctx.step == 5:
+            raise RuntimeError("boom")
+        return {}
+
+
+class _Protects(Strategy):
+    """Protects a parameter, which a vectorised step cannot honour."""
+
+    name = "vec_protects"
+    vectorize = "stacked"
+
+    def on_after_backward(self, ctx: Context) -> None:
+        ctx.protect("head.linear.weight")
+
+
+def test_an_error_in_a_hook_names_the_strategy_hook_experience_and_step(digits: Stream) -> None:
+    vec = VectorizedLearner(
+        digits, ModelConfig(hidden=[32]), lambda: [_FailsAtStep()], _training("sgd"), SEEDS
+    )
+    with pytest.raises(RuntimeError, match="boom") as info:
+        vec.run_experience(0)
+    (note,) = info.value.__notes__
+    assert "strategy 'vec_fails'" in note and "hook loss_terms" in note
+    assert "experience 0, step 5" in note and "test_vectorized.py" in note
+
+
+def test_a_protected_parameter_is_refused(digits: Stream) -> None:
+    vec = VectorizedLearner(
+        digits, ModelConfig(hidden=[32]), lambda: [_Protects()], _training("sgd"), SEEDS
+    )
+    with pytest.raises(ValueError, match="ctx.protect"):
+        vec.run_experience(0)
