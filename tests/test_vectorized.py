@@ -268,3 +268,84 @@ def test_a_protected_parameter_is_refused(digits: Stream) -> None:
     )
     with pytest.raises(ValueError, match="ctx.protect"):
         vec.run_experience(0)
+
+
+ONCE = '''\
+"""Test plugin: fails once at experience 1, stacked with the strategies beside it."""
+
+from pathlib import Path
+
+from lifelong.strategies import Strategy, StrategyConfig, register_strategy
+
+
+class OnceConfig(StrategyConfig):
+    """``marker``: the file that records the one failure."""
+
+    marker: str = ""
+
+
+@register_strategy("once")
+class Once(Strategy):
+    """No loss term, no state; raises the first time experience 1 starts."""
+
+    Config = OnceConfig
+    vectorize = "stacked"
+
+    def on_experience_start(self, ctx):
+        """Raise once at experience 1."""
+        marker = Path(self.config.marker)
+        if ctx.experience.index == 1 and not marker.exists():
+            marker.write_text("failed")
+            raise RuntimeError("once: experience 1 fails the first time")
+'''
+
+
+def test_a_group_that_fails_restarts_its_trials_alone_from_their_checkpoints(
+    ray_instance: str, in_tmp: Path
+) -> None:
+    (in_tmp / "once.py").write_text(ONCE)
+    marker = in_tmp / "failed-once"
+    spec = tiny_experiment("restarted", ["once.py"], [["ewc", {"once": {"marker": str(marker)}}]])
+    spec["seeds"] = 2
+    spec["max_failures"] = 1
+    spec["resources"] = {"vectorize": 2}
+    path = in_tmp / "restarted.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    cli = CliRunner()
+    result = cli.invoke(app, ["run", str(path), "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "2 trials train vectorised, in 1 group(s)" in result.output
+    assert marker.read_text() == "failed"  # the group did fail once
+    client = MlflowClient(uri)
+    restarted = _runs(uri, "restarted")
+    for run in restarted.values():
+        assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
+        tags = run.data.tags  # type: ignore[attr-defined]
+        assert tags["lifelong.restarts"] == "1"
+        assert "once: experience 1" in tags["lifelong.restart_1"]
+        assert yaml.safe_load(tags["lifelong.vectorized"])["seeds"] == [0, 1]  # experience 0
+        for key in ("acc/avg", "loss/ce"):  # every step exactly once
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))  # type: ignore[attr-defined]
+            assert steps == [0, 1], key
+    marker.unlink()
+    marker.write_text("failed")  # the reference run does not fail
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            str(path),
+            "resources.vectorize=1",
+            "max_failures=0",
+            "--experiment-name",
+            "reference",
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    reference = _runs(uri, "reference")
+    for key, run in restarted.items():
+        mine, theirs = run.data.metrics, reference[key].data.metrics  # type: ignore[attr-defined]
+        for metric in ("acc/avg", "forgetting/avg", "bwt", "fwt"):
+            assert mine[metric] == pytest.approx(theirs[metric], abs=1e-6), (key, metric)
