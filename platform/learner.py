@@ -197,6 +197,10 @@ class Learner:
     check_gradients: bool = True
     """Also check every step's gradient norms for NaN/inf (one fused op per step)."""
 
+    pack_evaluation: bool = True
+    """Evaluate the test sets back to back in full batches (:meth:`_evaluate_packed`);
+    ``False``: one experience at a time (a strategy's ``on_eval_start`` always does)."""
+
     stop_requested: Callable[[], bool] | None = None
     """Asked before every epoch (and plasticity reference); ``True`` raises
     :class:`TrainingStopped`, e.g. once a Tune scheduler has stopped the trial."""
@@ -279,6 +283,8 @@ class Learner:
         self._ctx: Context | None = None  # the training context, while an experience trains
         self._seen: Tensor | None = None  # bce_seen: the classes seen so far
         self._loss_columns: Tensor | None = None  # bce_seen: the classes the loss covers
+        # the test sets joined for packed evaluation: (columns, (x, y, owner))
+        self._joined: tuple[tuple[int, ...], tuple[Tensor, Tensor, Tensor]] | None = None
 
     def trainable(self) -> list[torch.nn.Parameter]:
         """The parameters the optimizer steps (``model.freeze`` leaves the others out)."""
@@ -621,8 +627,14 @@ class Learner:
         logit_hooks = [s for s in self.strategies if _overrides(s, "eval_logits")]
         saved = [p.detach().clone() for p in self.model.parameters()] if hooks else []
         mine = columns if self.parallel is None else self.parallel.mine(columns)
+        packed = self.pack_evaluation and not hooks and not self.text
+        packed = packed and not any(
+            isinstance(self.experiences[j], StreamedExperience) for j in mine
+        )
         with self.fabric.autocast():
-            for j in mine:
+            if packed:  # the test sets back to back, in full batches
+                accs = self._evaluate_packed(mine, logit_hooks)
+            for j in [] if packed else mine:
                 exp = self.experiences[j]
                 ctx = self.context(exp)
                 for s in hooks:
@@ -658,6 +670,86 @@ class Learner:
         elif accs:
             row[columns] = torch.stack(accs).cpu().numpy()
         return row
+
+    def _evaluate_packed(self, columns: Sequence[int], logit_hooks: list[Strategy]) -> list[Tensor]:
+        """Each column's accuracy, its test set evaluated back to back with the others'.
+
+        The body runs on batches of ``eval_batch_size`` samples that cross test-set
+        boundaries (a stream of many small test sets takes a few full passes, not one
+        short pass per experience); the head, a logit hook and the accuracy then see
+        each experience's own rows.
+        """
+        bs = self.training.eval_batch_size
+        exps = [self.experiences[j] for j in columns]
+        ctxs = [self.context(e) for e in exps] if logit_hooks else []
+        correct = torch.zeros(len(exps), dtype=torch.long, device=self.device)
+        if not self.model.head.multi_head and not logit_hooks:
+            x, y, owner = self._joined_tests(columns)
+            for start in range(0, y.shape[0], bs):  # one head for all: whole batches
+                logits = self.model(x[start : start + bs])
+                if self._seen is not None:  # bce_seen: predict among the seen classes
+                    logits = logits.masked_fill(~self._seen, float("-inf"))
+                hits = (logits.argmax(1) == y[start : start + bs]).long()
+                correct.index_add_(0, owner[start : start + bs], hits)
+            totals = torch.tensor([e.n_test for e in exps], dtype=torch.float64)
+            return list(correct.double() / totals.to(self.device))
+        pieces: list[tuple[int, int, int]] = []  # (position in columns, start, end) of a batch
+        filled = 0
+        for k, exp in enumerate(exps):
+            start = 0
+            while start < exp.n_test:
+                end = min(exp.n_test, start + bs - filled)
+                pieces.append((k, start, end))
+                filled += end - start
+                start = end
+                if filled == bs or (k == len(exps) - 1 and start == exp.n_test):
+                    self._score_batch(pieces, exps, ctxs, logit_hooks, correct)
+                    pieces, filled = [], 0
+        if pieces:
+            self._score_batch(pieces, exps, ctxs, logit_hooks, correct)
+        totals = torch.tensor([e.n_test for e in exps], dtype=torch.float64, device=self.device)
+        return list(correct.double() / totals)
+
+    def _joined_tests(self, columns: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """The columns' test sets back to back, and each row's position in ``columns``.
+
+        Kept for the next evaluation of the same columns (``eval_on: all`` asks for the
+        same ones every time) when the inputs take at most 256 MiB.
+        """
+        key = tuple(columns)
+        if self._joined is not None and self._joined[0] == key:
+            return self._joined[1]
+        exps = [self.experiences[j] for j in columns]
+        x = torch.cat([e.x_test for e in exps])
+        y = torch.cat([e.y_test for e in exps])
+        sizes = torch.tensor([e.n_test for e in exps], device=self.device)
+        owner = torch.repeat_interleave(torch.arange(len(exps), device=self.device), sizes)
+        if x.element_size() * x.nelement() <= 256 * 2**20:
+            self._joined = (key, (x, y, owner))
+        return x, y, owner
+
+    def _score_batch(
+        self,
+        pieces: list[tuple[int, int, int]],
+        exps: list[Experience],
+        ctxs: list[Context],
+        logit_hooks: list[Strategy],
+        correct: Tensor,
+    ) -> None:
+        """Add one packed batch's correct predictions to each of its experiences' counts."""
+        x = torch.cat([exps[k].x_test[a:b] for k, a, b in pieces])
+        h = self.model.features(x)
+        offset = 0
+        for k, a, b in pieces:
+            rows = h[offset : offset + b - a]
+            offset += b - a
+            exp = exps[k]
+            logits = self.model.classify(rows, exp.task_id)
+            for s in logit_hooks:
+                logits = s.eval_logits(ctxs[k], rows, logits)
+            if self._seen is not None:  # bce_seen: predict among the seen classes
+                logits = logits.masked_fill(~self._seen, float("-inf"))
+            correct[k] += (logits.argmax(1) == exp.y_test[a:b]).sum()
 
     def _exact_matches(
         self, x: Tensor, y: Tensor, task_id: int, ctx: Context, hooks: list[Strategy]
