@@ -357,7 +357,7 @@ class Learner:
         anytime = self.training.anytime_every
         self.anytime = []
         self.model.train()
-        with self.fabric.autocast(), self._batches(exp) as epoch_batches:
+        with self._batches(exp) as epoch_batches:
             for epoch in range(self.training.epochs):
                 self._check_stop(i)
                 self._epoch_start_step = ctx.step
@@ -428,9 +428,14 @@ class Learner:
         row = self.evaluate(range(i + 1))
         self.anytime.append((self.samples_seen, float(np.mean(row[: i + 1]))))
 
-    def _step(
+    def _losses(
         self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor | None
-    ) -> dict[str, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None, dict[str, Tensor]]:
+        """The step's forward pass: ``(loss, task loss, penalties, terms)``.
+
+        ``penalties`` is the loss terms' sum when a strategy reads the task gradient
+        alone (else ``None``); ``terms`` are the detached values to log.
+        """
         weight = 1.0  # this worker's share of the batch (data parallel), else all of it
         for s in self._hooks["transform_batch"]:
             x, y = s.transform_batch(ctx, x, y)
@@ -479,6 +484,17 @@ class Learner:
                 loss = loss + value
                 if self._hooks["on_task_gradient"]:
                     penalty = value if penalty is None else penalty + value
+        return loss, task_loss, penalty, terms
+
+    def _step(
+        self, ctx: Context, x: Tensor, y: Tensor, task_id: int, index: Tensor | None
+    ) -> dict[str, Tensor]:
+        # Autocast (training.precision) around the forward pass and the loss only: it
+        # caches its low-precision copy of each weight until the context exits, so a
+        # context held across optimizer steps would go on computing with the weights
+        # of its first step.
+        with self.fabric.autocast():
+            loss, task_loss, penalty, terms = self._losses(ctx, x, y, task_id, index)
         # What ``optimizer.zero_grad(set_to_none=True)`` does, without its per-call
         # profiler context (~50 us a step on a 2-core CPU): the optimizer steps exactly
         # the model's parameters (``TrainingConfig.make_optimizer``).

@@ -330,20 +330,19 @@ class VectorizedLearner:
         history: dict[str, list[Tensor]] = {}
         self.stacked.train()
         bs, n = self.training.batch_size, exp.n_train
-        with self.fabric.autocast():
-            for epoch in range(self.training.epochs):
-                ctx.epoch = epoch
-                self._boundary("on_epoch_start", ctx)
-                perms = torch.stack(
-                    [torch.randperm(n, device=self.device, generator=g) for g in self.generators]
-                )  # (S, n): each trial's own batch order
-                xs, ys = exp.x_train[perms], exp.y_train[perms]
-                for start in range(0, n, bs):
-                    x, y = xs[:, start : start + bs], ys[:, start : start + bs]
-                    terms = self._step(ctx, hooks, x, y, exp.task_id, perms[:, start : start + bs])
-                    for k, v in terms.items():
-                        history.setdefault(k, []).append(v)
-                self._boundary("on_epoch_end", ctx)
+        for epoch in range(self.training.epochs):
+            ctx.epoch = epoch
+            self._boundary("on_epoch_start", ctx)
+            perms = torch.stack(
+                [torch.randperm(n, device=self.device, generator=g) for g in self.generators]
+            )  # (S, n): each trial's own batch order
+            xs, ys = exp.x_train[perms], exp.y_train[perms]
+            for start in range(0, n, bs):
+                x, y = xs[:, start : start + bs], ys[:, start : start + bs]
+                terms = self._step(ctx, hooks, x, y, exp.task_id, perms[:, start : start + bs])
+                for k, v in terms.items():
+                    history.setdefault(k, []).append(v)
+            self._boundary("on_epoch_end", ctx)
         self._boundary("on_experience_end", ctx)
         self.step = ctx.step
         self._ctx = None
@@ -403,9 +402,10 @@ class VectorizedLearner:
         """One optimizer step of every trial: per-trial task gradients, then the terms'."""
         # vmap of grad: each trial's task-loss gradient by torch.func's batching rules
         # (on a 2-core CPU about 1.5x faster than autograd through a vmapped forward).
-        grads, (ce, (features, logits)) = self._task_grad(
-            self._trainable_data, self._frozen, self._both_buffers, x, y, task_id
-        )
+        with self.fabric.autocast():  # per step: autocast caches its casts of the weights
+            grads, (ce, (features, logits)) = self._task_grad(
+                self._trainable_data, self._frozen, self._both_buffers, x, y, task_id
+            )
         terms: dict[str, Tensor] = {"ce": ce}
         for p in self._trainable.values():
             p.grad = None
@@ -413,7 +413,9 @@ class VectorizedLearner:
         if hooks["loss_terms"]:
             batch = Batch(x, y, task_id, features, logits, index)  # leading trial dimension
             for s in hooks["loss_terms"]:
-                for name, value in s.loss_terms(ctx, batch).items():
+                with self.fabric.autocast():
+                    values = s.loss_terms(ctx, batch)
+                for name, value in values.items():
                     if name in terms:
                         raise ValueError(
                             f"loss term {name!r} of strategy {s.name!r} is already used"
