@@ -349,3 +349,38 @@ def test_a_group_that_fails_restarts_its_trials_alone_from_their_checkpoints(
         mine, theirs = run.data.metrics, reference[key].data.metrics  # type: ignore[attr-defined]
         for metric in ("acc/avg", "forgetting/avg", "bwt", "fwt"):
             assert mine[metric] == pytest.approx(theirs[metric], abs=1e-6), (key, metric)
+
+
+def _dropout_mlp(input_shape: tuple[int, ...], hidden: list[int]) -> tuple[torch.nn.Module, int]:
+    """A body with dropout: ``Flatten, Linear, ReLU, Dropout(0.5)``."""
+    n_in = int(np.prod(input_shape))
+    body = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(n_in, hidden[0]),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+    )
+    return body, hidden[0]
+
+
+def test_dropout_draws_its_own_masks_for_every_trial(
+    digits: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lifelong.platform.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # registered for this test
+    MODELS.register("vec_dropout_mlp", _dropout_mlp)
+    model = ModelConfig(name="vec_dropout_mlp", hidden=[32])
+    # two trials with the same seed: the same weights and batches, so only the dropout
+    # masks can tell them apart
+    vec = VectorizedLearner(digits, model, lambda: [], _training("sgd"), [0, 0])
+    first = vec.model_state(0)
+    torch.testing.assert_close(first, vec.model_state(1))
+    vec.run_experience(0)
+    after = [vec.model_state(s)["body.1.weight"] for s in (0, 1)]
+    assert not torch.equal(after[0], after[1])
+    nodrop = VectorizedLearner(
+        digits, ModelConfig(hidden=[32]), lambda: [], _training("sgd"), [0, 0]
+    )
+    nodrop.run_experience(0)  # the control: without dropout the two stay equal
+    torch.testing.assert_close(nodrop.model_state(0), nodrop.model_state(1))
