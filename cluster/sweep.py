@@ -248,8 +248,18 @@ def _say_groups(
         console.print(line, highlight=False, markup=False)
 
 
-def _max_concurrent(spec: ExperimentSpec) -> int | None:
-    """``max_concurrent_trials``, capped for data-parallel trials by the cluster's size."""
+def _max_concurrent(spec: ExperimentSpec, vectorised: bool = False) -> int | None:
+    """``max_concurrent_trials``, capped for data-parallel trials by the cluster's size.
+
+    ``vectorised``: some trials wait on their group's actor (``resources.vectorize``)
+    asking Tune for a sliver of a CPU, so Tune would start them all at once, a worker
+    process each; unless the file sets a limit, twice as many trials as the cluster
+    has room for run at once (a group's actor trains for all of its trials whichever
+    asks first, and the others read what it has kept for them).
+    """
+    if vectorised and spec.max_concurrent_trials is None:
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        return max(2, 2 * int(cpus // spec.resources.cpu))
     if spec.resources.workers == 1:
         return spec.max_concurrent_trials
     cap = max_concurrent(spec, node_resources())
@@ -424,7 +434,7 @@ def run_sweep(
             _trainable(experiment, stream),
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=_max_concurrent(spec),
+                max_concurrent_trials=_max_concurrent(spec, bool(groups)),
                 reuse_actors=True,
                 scheduler=tune_run.scheduler if tune_run else None,
                 search_alg=tune_run.search_alg if tune_run else None,

@@ -82,6 +82,8 @@ def plan_groups(
     groups: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for key, members in buckets.items():
+        if len(members) == 1:  # one seed: nothing to train together
+            continue
         first = members[0]
         stream = streams.get(scenario_key(first.scenario)) if first.scenario else None
         stream = stream if stream is not None else next(iter(streams.values()))
@@ -92,8 +94,6 @@ def plan_groups(
             model = ModelConfig.model_validate(first.model or spec.model.model_dump())
             norm = batchnorm_blocker(trial_model(stream, model))
             blocker = f"model {model.name!r} {norm}" if norm else None
-        if blocker is None and len(members) == 1:
-            blocker = "a single seed"
         if blocker is not None:
             notes.append(f"{first.label}: each seed trains on its own ({blocker})")
             continue
