@@ -695,6 +695,8 @@ class Learner:
         short pass per experience); the head, a logit hook and the accuracy then see
         each experience's own rows.
         """
+        if not columns:  # a data-parallel worker with no column of its own
+            return []
         bs = self.training.eval_batch_size
         exps = [self.experiences[j] for j in columns]
         ctxs = [self.context(e) for e in exps] if logit_hooks else []

@@ -52,3 +52,11 @@ def test_packed_evaluation_gives_the_same_row(protocol: str, task_loss: str, hoo
                 learner.pack_evaluation = True
             np.testing.assert_array_equal(packed, each)
             assert np.isfinite(packed).sum() == (5 if columns is None else len(list(columns)))
+
+
+def test_no_columns_evaluate_to_an_empty_row() -> None:
+    """A data-parallel worker can be given none of the columns (more workers than them)."""
+    stream = build_stream(ScenarioConfig(source="digits", n_experiences=2, seed=0))
+    learner = Learner(stream, ModelConfig(hidden=[8]), [], TrainingConfig(accelerator="cpu"), 0)
+    assert learner._evaluate_packed([], []) == []
+    assert np.isnan(learner.evaluate([])).all()
