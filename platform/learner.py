@@ -803,18 +803,10 @@ class Learner:
         )
         if self.reference_cache is None or self.parallel is not None or changes_eval or self.text:
             return self.evaluate()
-        if self._digest is None:
-            self._digest = stream_digest(self.stream)[0]
-        key = {
-            "what": "untrained",
-            "stream": self._digest,
-            "model": self.model_config.model_dump(mode="json"),
-            "evaluation": self.training.model_dump(
-                mode="json", include={"eval_batch_size", "precision", "accelerator"}
-            ),
-            "seed": self.seed,
-            "device": str(self.fabric.device),
-        }
+        evaluation = self.training.model_dump(
+            mode="json", include={"eval_batch_size", "precision", "accelerator"}
+        )
+        key = self._shared_key("untrained", evaluation=evaluation)
         return np.array(self.reference_cache.get(key, lambda: self.evaluate().tolist()))
 
     @torch.no_grad()
@@ -899,18 +891,27 @@ class Learner:
 
         if self.reference_cache is None or self.parallel is not None:  # workers train together
             return compute()
+        key = self._shared_key(
+            "plasticity/fresh", training=training.model_dump(mode="json"), experience=i
+        )
+        return float(self.reference_cache.get(key, compute))
+
+    def _shared_key(self, what: str, **inputs: Any) -> dict[str, Any]:
+        """The :class:`ReferenceCache` key of value ``what``.
+
+        The stream (its digest, computed once), the model, the seed, the device and
+        the value's own ``inputs``.
+        """
         if self._digest is None:
             self._digest = stream_digest(self.stream)[0]
-        key = {
-            "what": "plasticity/fresh",
+        return {
+            "what": what,
             "stream": self._digest,
             "model": self.model_config.model_dump(mode="json"),
-            "training": training.model_dump(mode="json"),
             "seed": self.seed,
-            "experience": i,
             "device": str(self.fabric.device),
+            **inputs,
         }
-        return float(self.reference_cache.get(key, compute))
 
     @_blamed
     def strategy_metrics(self) -> dict[str, float]:

@@ -520,9 +520,9 @@ class VectorizedLearner:
         """Trial ``s``'s state in :meth:`Learner.state_dict`'s format (tensors copied).
 
         A :class:`Learner` built for that trial and given this state continues exactly
-        where the vectorised trial is (a resumed trial goes on alone).
+        where the vectorised trial is (a resumed trial goes on alone). Between
+        experiences, where :meth:`run_experience` has given each trial its state.
         """
-        self._sync_members()
         opt = self.optimizer.state_dict()
         shapes = [tuple(p.shape) for p in self.params.values() if p.requires_grad]
         state: dict[int, dict[str, Any]] = {}

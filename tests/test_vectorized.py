@@ -167,6 +167,14 @@ def _runs(uri: str, name: str) -> dict[tuple[str, str], object]:
     return {(r.data.tags["strategy"], r.data.tags["seed"]): r for r in runs}
 
 
+def _same_final_metrics(runs: dict, reference: dict) -> None:
+    """Every run's final metrics equal (1e-6) those of the reference run of its key."""
+    for key, run in runs.items():
+        mine, theirs = run.data.metrics, reference[key].data.metrics
+        for metric in ("acc/avg", "forgetting/avg", "bwt", "fwt"):
+            assert mine[metric] == pytest.approx(theirs[metric], abs=1e-6), (key, metric)
+
+
 def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
     ray_instance: str, in_tmp: Path
 ) -> None:
@@ -203,11 +211,7 @@ def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
         ],
     )
     assert result.exit_code == 0, result.output
-    alone = _runs(uri, "alone")
-    for key, run in together.items():
-        mine, theirs = run.data.metrics, alone[key].data.metrics  # type: ignore[attr-defined]
-        for metric in ("acc/avg", "forgetting/avg", "bwt", "fwt"):
-            assert mine[metric] == pytest.approx(theirs[metric], abs=1e-6), (key, metric)
+    _same_final_metrics(together, _runs(uri, "alone"))
 
 
 @pytest.mark.parametrize(
@@ -344,11 +348,7 @@ def test_a_group_that_fails_restarts_its_trials_alone_from_their_checkpoints(
         ],
     )
     assert result.exit_code == 0, result.output
-    reference = _runs(uri, "reference")
-    for key, run in restarted.items():
-        mine, theirs = run.data.metrics, reference[key].data.metrics  # type: ignore[attr-defined]
-        for metric in ("acc/avg", "forgetting/avg", "bwt", "fwt"):
-            assert mine[metric] == pytest.approx(theirs[metric], abs=1e-6), (key, metric)
+    _same_final_metrics(restarted, _runs(uri, "reference"))
 
 
 def _dropout_mlp(input_shape: tuple[int, ...], hidden: list[int]) -> tuple[torch.nn.Module, int]:
