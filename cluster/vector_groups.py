@@ -224,7 +224,12 @@ class VectorGroup:
             own = {k: float(v[s]) for k, v in losses.items() if np.isfinite(v[s])}
             view = _TrialView(learner, s)
             result = experience_result(view, i, own, self.node, self.last[s])  # type: ignore[arg-type]
-            result["vectorized"] = {"size": learner.size, "seeds": learner.seeds}
+            result["vectorized"] = {
+                "size": learner.size,
+                "seeds": learner.seeds,
+                # the stacked penalty is the trials' sum: its loss/<term> is not this trial's
+                "penalty_losses": "the group's mean; loss/ce is this trial's own",
+            }
             result["system"] = system
             self.results[(s, i)] = ("ok", result, _saved(learner.member_state(s)))
 

@@ -196,7 +196,11 @@ def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
         if strategy == "lwf":
             assert tag is None
         else:
-            assert yaml.safe_load(tag) == {"size": 3, "seeds": [0, 1, 2]}, (strategy, seed)
+            assert yaml.safe_load(tag) == {
+                "size": 3,
+                "seeds": [0, 1, 2],
+                "penalty_losses": "the group's mean; loss/ce is this trial's own",
+            }, (strategy, seed)
         assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
     result = cli.invoke(
         app,
