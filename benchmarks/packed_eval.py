@@ -36,7 +36,11 @@ STREAMS = {
         seed=0,
         options={"n_classes": 2, "n_features": 32, "n_train_per_class": 10, "n_test_per_class": 10},
     ),
+    "Split Fashion-MNIST, 5 x 200 test images, CNN 32-64": ScenarioConfig(
+        preset="split_fmnist", options={"train_per_class": 20, "test_per_class": 100}
+    ),
 }
+MODELS = {"CNN": ModelConfig(name="cnn", hidden=[32, 64])}
 
 
 def timed(learner: Learner, packed: bool, repeats: int) -> tuple[float, np.ndarray]:
@@ -58,7 +62,7 @@ def main() -> None:
     torch.set_num_threads(1)
     training = TrainingConfig(epochs=1, batch_size=32, accelerator="cpu")
     print(
-        f"CPU, 1 thread; MLP 256-256; eval_batch_size {training.eval_batch_size}; "
+        f"CPU, 1 thread; MLP 256-256 unless named; eval_batch_size {training.eval_batch_size}; "
         f"median of {args.repeats}, sides interleaved"
     )
     print(
@@ -66,7 +70,8 @@ def main() -> None:
     )
     for name, scenario in STREAMS.items():
         stream = build_stream(scenario)
-        learner = Learner(stream, ModelConfig(hidden=[256, 256]), [], training, 0)
+        model = next((m for k, m in MODELS.items() if k in name), ModelConfig(hidden=[256, 256]))
+        learner = Learner(stream, model, [], training, 0)
         learner.train_experience(0)
         each, packed, rows = [], [], []
         for r in range(3):  # rounds, the order alternating

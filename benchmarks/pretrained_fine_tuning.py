@@ -75,13 +75,26 @@ def run_lifelong(
 def run_bare(
     stream: Stream, model_cfg: ModelConfig, training: TrainingConfig, seed: int, bench: Any
 ) -> np.ndarray:
-    """The hand-written loop; returns the accuracy matrix R."""
+    """The hand-written loop; returns the accuracy matrix R.
+
+    ``training``'s optimizer, precision (``bf16-mixed``: ``torch.autocast`` around
+    each forward pass and loss), ``channels_last`` and ``compile`` (of the model's
+    ``features``) are applied by hand, as a user of plain PyTorch would.
+    """
     device = training.accelerator
     torch.manual_seed(seed)
     model = build_model(model_cfg, stream.input_shape, stream.n_classes).to(device)
+    if training.channels_last:
+        model.to(memory_format=torch.channels_last)
+    features = torch.compile(model.features) if training.compile else model.features
+    bf16 = training.precision == "bf16-mixed"
     experiences = [e.to(device) for e in stream]
     gen = torch.Generator(device=device).manual_seed(seed)
     bs, ebs = training.batch_size, training.eval_batch_size
+
+    def logits_of(x: torch.Tensor, task_id: int) -> torch.Tensor:
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
+            return model.classify(features(x), task_id)
 
     @torch.no_grad()
     def evaluate() -> np.ndarray:
@@ -90,7 +103,7 @@ def run_bare(
         for e in experiences:
             correct = torch.zeros((), dtype=torch.long, device=device)
             for s in range(0, e.n_test, ebs):
-                logits = model(e.x_test[s : s + ebs], e.task_id)
+                logits = logits_of(e.x_test[s : s + ebs], e.task_id)
                 correct += (logits.argmax(1) == e.y_test[s : s + ebs]).sum()
             accs.append(correct.double() / e.n_test)
         model.train()
@@ -99,13 +112,15 @@ def run_bare(
     evaluate()  # the untrained row, as lifelong computes it
     R = np.zeros((len(experiences), len(experiences)))
     for i, exp in enumerate(experiences):
-        opt = torch.optim.Adam(model.parameters(), lr=training.lr)
+        opt = training.make_optimizer(list(model.parameters()))
         model.train()
         for _ in range(training.epochs):
             perm = torch.randperm(exp.n_train, device=device, generator=gen)
             xs, ys = exp.x_train[perm], exp.y_train[perm]
             for s in range(0, exp.n_train, bs):
-                loss = F.cross_entropy(model(xs[s : s + bs], exp.task_id), ys[s : s + bs])
+                with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
+                    logits = model.classify(features(xs[s : s + bs]), exp.task_id)
+                    loss = F.cross_entropy(logits, ys[s : s + bs])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -127,7 +142,7 @@ def run_avalanche(
         warnings.simplefilter("ignore")
         cl = Naive(
             model=model,
-            optimizer=torch.optim.Adam(model.parameters(), lr=training.lr),
+            optimizer=training.make_optimizer(list(model.parameters())),
             criterion=torch.nn.CrossEntropyLoss(),
             train_mb_size=training.batch_size,
             train_epochs=training.epochs,

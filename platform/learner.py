@@ -181,6 +181,25 @@ def _rebuild_divergence(
     )
 
 
+PACK_SAMPLES = 128
+"""Packed evaluation fills batches up to this many samples (or the largest test set)."""
+
+
+def packed_batch_size(eval_batch_size: int, n_tests: Sequence[int]) -> int:
+    """The batch size of packed evaluation over test sets of ``n_tests`` samples.
+
+    Packing joins small test sets so that each forward pass amortises its fixed
+    cost. Its batches are no larger than one experience at a time would run
+    (``eval_batch_size``, or the largest test set when that is smaller), except
+    that sets smaller than :data:`PACK_SAMPLES` are joined up to that many.
+    Larger batches save nothing more and cost activations that can outgrow the
+    CPU's caches: a CNN 32-64 scored five joined Fashion-MNIST test sets of 200
+    in 59 ms as batches of 200, 118 ms as batches of 256 and 187 ms as one batch
+    (this project's 2-core machine, L3 32 MiB).
+    """
+    return min(eval_batch_size, max(PACK_SAMPLES, *n_tests))
+
+
 class Learner:
     """Trains ``model`` on ``stream`` experience by experience with ``strategies``.
 
@@ -236,7 +255,13 @@ class Learner:
             encoded=encoded,
         )
         self.model: ContinualModel = self.fabric.to_device(self._build())
+        if training.channels_last:  # 4-D weights only; convolutions then run channels-last
+            self.model.to(memory_format=torch.channels_last)
         self.device = self.fabric.device
+        # The feature extractor the training step and evaluation call (training.compile).
+        self._features: Callable[[Tensor], Tensor] = (
+            torch.compile(self.model.features) if training.compile else self.model.features
+        )
         if parallel is not None:
             _check_data_parallel(self.model, model_config, parallel)
             parallel.sync_module(self.model)
@@ -285,6 +310,12 @@ class Learner:
         self._loss_columns: Tensor | None = None  # bce_seen: the classes the loss covers
         # the test sets joined for packed evaluation: (columns, (x, y, owner))
         self._joined: tuple[tuple[int, ...], tuple[Tensor, Tensor, Tensor]] | None = None
+
+    def _logits(self, x: Tensor, task_id: int = 0) -> Tensor:
+        """The model's logits; through the compiled feature extractor under ``compile``."""
+        if self.training.compile:
+            return self.model.classify(self._features(x), task_id)
+        return self.model(x, task_id)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         """The parameters the optimizer steps (``model.freeze`` leaves the others out)."""
@@ -442,7 +473,7 @@ class Learner:
         if self.parallel is not None:
             shard = self.parallel.shard(x, y, index, (y != IGNORE) if self.text else None)
             x, y, index, weight = shard.x, shard.y, shard.index, shard.weight
-        features = self.model.features(x)
+        features = self._features(x)
         if self.text:
             # The LM head runs at the scored (response) positions only: the same loss,
             # without the head's matmul over the vocabulary at every prompt and
@@ -664,12 +695,12 @@ class Learner:
                         correct += self._exact_matches(x, y, exp.task_id, ctx, logit_hooks)
                         continue
                     if logit_hooks:
-                        h = self.model.features(x)
+                        h = self._features(x)
                         logits = self.model.classify(h, exp.task_id)
                         for s in logit_hooks:
                             logits = s.eval_logits(ctx, h, logits)
                     else:
-                        logits = self.model(x, exp.task_id)
+                        logits = self._logits(x, exp.task_id)
                     if self._seen is not None:  # bce_seen: predict among the seen classes
                         logits = logits.masked_fill(~self._seen, float("-inf"))
                     correct += (logits.argmax(1) == y).sum()
@@ -697,14 +728,14 @@ class Learner:
         """
         if not columns:  # a data-parallel worker with no column of its own
             return []
-        bs = self.training.eval_batch_size
         exps = [self.experiences[j] for j in columns]
+        bs = packed_batch_size(self.training.eval_batch_size, [e.n_test for e in exps])
         ctxs = [self.context(e) for e in exps] if logit_hooks else []
         correct = torch.zeros(len(exps), dtype=torch.long, device=self.device)
         if not self.model.head.multi_head and not logit_hooks:
             x, y, owner = self._joined_tests(columns)
             for start in range(0, y.shape[0], bs):  # one head for all: whole batches
-                logits = self.model(x[start : start + bs])
+                logits = self._logits(x[start : start + bs])
                 if self._seen is not None:  # bce_seen: predict among the seen classes
                     logits = logits.masked_fill(~self._seen, float("-inf"))
                 hits = (logits.argmax(1) == y[start : start + bs]).long()
@@ -756,7 +787,7 @@ class Learner:
     ) -> None:
         """Add one packed batch's correct predictions to each of its experiences' counts."""
         x = torch.cat([exps[k].x_test[a:b] for k, a, b in pieces])
-        h = self.model.features(x)
+        h = self._features(x)
         offset = 0
         for k, a, b in pieces:
             rows = h[offset : offset + b - a]
@@ -773,7 +804,7 @@ class Learner:
         self, x: Tensor, y: Tensor, task_id: int, ctx: Context, hooks: list[Strategy]
     ) -> Tensor:
         """How many rows of a text batch are exact matches (the LM head at scored positions)."""
-        h = self.model.features(x)[y != IGNORE]
+        h = self._features(x)[y != IGNORE]
         logits = self.model.classify(h, task_id)
         for s in hooks:
             logits = s.eval_logits(ctx, h, logits)
@@ -804,7 +835,8 @@ class Learner:
         if self.reference_cache is None or self.parallel is not None or changes_eval or self.text:
             return self.evaluate()
         evaluation = self.training.model_dump(
-            mode="json", include={"eval_batch_size", "precision", "accelerator"}
+            mode="json",
+            include={"eval_batch_size", "precision", "accelerator", "compile", "channels_last"},
         )
         key = self._shared_key("untrained", evaluation=evaluation)
         return np.array(self.reference_cache.get(key, lambda: self.evaluate().tolist()))
@@ -829,7 +861,7 @@ class Learner:
         with self.fabric.autocast():
             for start in starts if self.parallel is None else self.parallel.mine(starts):
                 labels = y[start : start + bs]
-                logits = self.model(x[start : start + bs]).float()
+                logits = self._logits(x[start : start + bs]).float()
                 scored = labels != IGNORE
                 nll += F.cross_entropy(logits[scored], labels[scored], reduction="sum").double()
                 hits += (logits.argmax(-1)[scored] == labels[scored]).sum()

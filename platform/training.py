@@ -22,6 +22,14 @@ class TrainingConfig(BaseModel):
         reset_optimizer: build a fresh optimizer at the start of each experience.
         accelerator: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         precision: Lightning Fabric precision, ``32-true`` or ``bf16-mixed``.
+        compile: ``torch.compile`` the model's feature extractor (its ``features``),
+            which the training step and evaluation call; strategies' own passes
+            (an EWC Fisher, an LwF teacher) stay eager.
+        channels_last: keep 4-D weights (convolutions) channels-last, so that
+            convolutions take and give channels-last activations; changes nothing
+            for a model without 4-D weights.
+        fused_optimizer: torch's fused SGD/Adam kernel (``fused=True``): one kernel
+            updates every parameter; plain SGD is already one fused update.
         plasticity_baseline: also train a freshly initialised model on each
             experience alone and log its accuracy (``plasticity/fresh``) beside
             the learner's (``plasticity``); costs one extra training per experience.
@@ -57,6 +65,9 @@ class TrainingConfig(BaseModel):
     plasticity_baseline: bool = Field(
         False, description="train a fresh model per experience as the plasticity reference"
     )
+    compile: bool = Field(False, description="torch.compile the model's feature extractor")
+    channels_last: bool = Field(False, description="keep convolution weights channels-last")
+    fused_optimizer: bool = Field(False, description="torch's fused SGD/Adam update kernel")
 
     eval_every: int = Field(
         1, ge=1, le=1_000_000, description="evaluate after every k-th experience (and the last)"
@@ -97,8 +108,9 @@ class TrainingConfig(BaseModel):
 
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """Build the configured optimizer over ``params``."""
+        fused = True if self.fused_optimizer else None  # None: torch's default kernel
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused)
         return torch.optim.SGD(
-            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, fused=fused
         )

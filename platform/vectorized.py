@@ -86,6 +86,10 @@ def vectorization_blocker(
         return "training.anytime_every evaluates inside an experience"
     if stream.info.get("task_free"):
         return "a task-free stream is not vectorised"
+    if training.compile:
+        return "training.compile: the vectorised step is not compiled"
+    if training.channels_last:
+        return "training.channels_last: the vectorised step keeps the default memory format"
     for s in strategies:
         if s.vectorize not in ("stacked", "members"):
             return f"strategy {s.name!r}: {s.vectorize}"
