@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lifelong.platform.data_parallel import DataParallel
 from lifelong.platform.fabric_import import Fabric
@@ -181,23 +181,46 @@ def _rebuild_divergence(
     )
 
 
-PACK_SAMPLES = 128
-"""Packed evaluation fills batches up to this many samples (or the largest test set)."""
+PACK_BYTES = 16 * 2**20
+"""Packed evaluation joins test sets while a batch's activations stay under this."""
 
 
-def packed_batch_size(eval_batch_size: int, n_tests: Sequence[int]) -> int:
+def packed_batch_size(eval_batch_size: int, n_tests: Sequence[int], sample_bytes: int) -> int:
     """The batch size of packed evaluation over test sets of ``n_tests`` samples.
 
     Packing joins small test sets so that each forward pass amortises its fixed
-    cost. Its batches are no larger than one experience at a time would run
-    (``eval_batch_size``, or the largest test set when that is smaller), except
-    that sets smaller than :data:`PACK_SAMPLES` are joined up to that many.
-    Larger batches save nothing more and cost activations that can outgrow the
-    CPU's caches: a CNN 32-64 scored five joined Fashion-MNIST test sets of 200
-    in 59 ms as batches of 200, 118 ms as batches of 256 and 187 ms as one batch
-    (this project's 2-core machine, L3 32 MiB).
+    cost; ``sample_bytes`` is what one sample's forward pass writes (every
+    module's output). Batches grow while they write at most :data:`PACK_BYTES`,
+    up to ``eval_batch_size``, and never shrink below what one experience at a
+    time would run (the largest test set, or ``eval_batch_size``). Larger
+    batches save no more dispatch and their activations outgrow the CPU's
+    caches: a CNN 32-64 (about 0.3 MiB a sample) scored five joined Fashion-MNIST
+    test sets of 200 in 59 ms as batches of 200, 118 ms as batches of 256 and
+    187 ms as one batch (this project's 2-core machine, L3 32 MiB), while an MLP
+    256-256 (2 KiB a sample) gains from batches of 1,000.
     """
-    return min(eval_batch_size, max(PACK_SAMPLES, *n_tests))
+    by_memory = PACK_BYTES // max(1, sample_bytes)
+    return min(eval_batch_size, max(by_memory, *n_tests))
+
+
+def activation_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes the leaf modules of ``model.features`` write for the batch ``x`` (no grad)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model.features(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 class Learner:
@@ -310,6 +333,7 @@ class Learner:
         self._loss_columns: Tensor | None = None  # bce_seen: the classes the loss covers
         # the test sets joined for packed evaluation: (columns, (x, y, owner))
         self._joined: tuple[tuple[int, ...], tuple[Tensor, Tensor, Tensor]] | None = None
+        self._sample_bytes: int | None = None  # one sample's activations (packed batches)
 
     def _logits(self, x: Tensor, task_id: int = 0) -> Tensor:
         """The model's logits; through the compiled feature extractor under ``compile``."""
@@ -729,7 +753,10 @@ class Learner:
         if not columns:  # a data-parallel worker with no column of its own
             return []
         exps = [self.experiences[j] for j in columns]
-        bs = packed_batch_size(self.training.eval_batch_size, [e.n_test for e in exps])
+        if self._sample_bytes is None:  # once: the shapes decide it, not a timing
+            self._sample_bytes = activation_bytes(self.model, exps[0].x_test[:1])
+        n_tests = [e.n_test for e in exps]
+        bs = packed_batch_size(self.training.eval_batch_size, n_tests, self._sample_bytes)
         ctxs = [self.context(e) for e in exps] if logit_hooks else []
         correct = torch.zeros(len(exps), dtype=torch.long, device=self.device)
         if not self.model.head.multi_head and not logit_hooks:

@@ -60,3 +60,27 @@ def test_no_columns_evaluate_to_an_empty_row() -> None:
     learner = Learner(stream, ModelConfig(hidden=[8]), [], TrainingConfig(accelerator="cpu"), 0)
     assert learner._evaluate_packed([], []) == []
     assert np.isnan(learner.evaluate([])).all()
+
+
+@pytest.mark.parametrize(
+    ("model", "joined"),
+    [(ModelConfig(hidden=[16]), True), (ModelConfig(name="cnn", hidden=[32, 64]), False)],
+)
+def test_packed_batches_grow_only_while_the_activations_are_small(model, joined) -> None:
+    """An MLP's test sets are joined into one batch; a CNN's stay about one set a batch."""
+    options = {"train_per_class": 2, "test_per_class": 20}
+    stream = build_stream(ScenarioConfig(preset="split_fmnist", options=options))
+    learner = Learner(stream, model, [], TrainingConfig(accelerator="cpu"), seed=0)
+    sizes: list[int] = []
+    handle = learner.model.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    learner.evaluate()
+    handle.remove()
+    n_test = [e.n_test for e in stream]
+    per_sample = learner._sample_bytes
+    assert per_sample is not None and per_sample > 0
+    if joined:  # an MLP 784-16-10: the flattened input and 16 features, ~3 KiB per sample
+        assert per_sample < 2**12 and sizes == [sum(n_test)]
+    else:  # 28 x 28 x 32 channels: ~0.3 MiB per sample, so ~53 samples a batch
+        assert per_sample > 2**18
+        assert max(sizes) <= max(*n_test, 16 * 2**20 // per_sample) < sum(n_test)
+        assert len(sizes) > 1
