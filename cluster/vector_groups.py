@@ -1,8 +1,9 @@
 """Vectorised trials in a sweep (``resources.vectorize``): which train together, and where.
 
-The driver groups the trials that differ only in seed (:func:`plan_groups`), up
-to ``resources.vectorize`` per group. Every trial stays its own Ray Tune trial,
-with its own result stream, checkpoints and MLflow child run; what changes is
+The driver groups the trials that differ only in seed and learning rate
+(:func:`plan_groups`), up to ``resources.vectorize`` per group. Every trial stays
+its own Ray Tune trial, with its own result stream, checkpoints and MLflow child
+run; what changes is
 where it trains. A group's trials are thin clients (:func:`train_member`, a
 hundredth of a CPU each) of one Ray actor (:class:`VectorGroup`) that holds the
 trial's resources (``resources.cpu``/``gpu``) and trains all of them as one
@@ -61,12 +62,12 @@ def plan_groups(
     sweep_id: str,
     salt: str,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Group ``trials`` that differ only in seed, up to ``resources.vectorize`` per group.
+    """Group ``trials`` that differ only in seed and ``training.lr``, up to ``resources.vectorize``.
 
     ``streams``: each trial's stream by its scenario key (``""`` for the sweep's one).
     The groups' actor names start with ``sweep_id`` (:func:`stop_groups`); ``salt``
     makes them unique to this run of the sweep. Returns
-    ``{trial_id: {"id", "seeds", "member"}}`` and a note per configuration that
+    ``{trial_id: {"id", "seeds", "lrs", "member"}}`` and a note per configuration that
     trains one seed at a time, with the reason.
     """
     from lifelong.platform.expand import scenario_key
@@ -75,10 +76,12 @@ def plan_groups(
     if size <= 1:
         return {}, []
     buckets: dict[str, list[TrialSpec]] = {}
-    for t in trials:
+    for t in trials:  # the configuration without its seed and learning rate
+        training = TrainingConfig.model_validate(t.training or spec.training.model_dump())
         d = t.to_dict()
-        d.pop("seed")
-        buckets.setdefault(json.dumps(d, sort_keys=True, default=str), []).append(t)
+        key = {k: d[k] for k in ("strategies", "scenario", "model")}
+        key["training"] = training.model_dump(mode="json", exclude={"lr"})
+        buckets.setdefault(json.dumps(key, sort_keys=True, default=str), []).append(t)
     groups: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for key, members in buckets.items():
@@ -97,7 +100,11 @@ def plan_groups(
         if blocker is not None:
             notes.append(f"{first.label}: each seed trains on its own ({blocker})")
             continue
-        members = sorted(members, key=lambda t: t.seed)
+
+        def lr(t: TrialSpec) -> float:
+            return TrainingConfig.model_validate(t.training or spec.training.model_dump()).lr
+
+        members = sorted(members, key=lambda t: (lr(t), t.seed))
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             if len(chunk) < 2:
@@ -105,10 +112,15 @@ def plan_groups(
                     f"{chunk[0].trial_id}: trains on its own (left over from groups of {size})"
                 )
                 continue
-            seeds = [t.seed for t in chunk]
-            digest = hashlib.sha256(f"{salt}|{key}|{seeds}".encode()).hexdigest()[:16]
+            seeds, lrs = [t.seed for t in chunk], [lr(t) for t in chunk]
+            digest = hashlib.sha256(f"{salt}|{key}|{seeds}|{lrs}".encode()).hexdigest()[:16]
             for k, t in enumerate(chunk):
-                groups[t.trial_id] = {"id": f"{sweep_id}-{digest}", "seeds": seeds, "member": k}
+                groups[t.trial_id] = {
+                    "id": f"{sweep_id}-{digest}",
+                    "seeds": seeds,
+                    "lrs": lrs,
+                    "member": k,
+                }
     return groups, notes
 
 
@@ -153,7 +165,12 @@ class VectorGroup:
     """
 
     def __init__(
-        self, config: dict[str, Any], stream: Any, seeds: list[int], state: bytes | None = None
+        self,
+        config: dict[str, Any],
+        stream: Any,
+        seeds: list[int],
+        state: bytes | None = None,
+        lrs: list[float] | None = None,
     ) -> None:
         from lifelong.cluster.shared import unpack
         from lifelong.cluster.trial import build_learner, import_plugins
@@ -177,6 +194,7 @@ class VectorGroup:
                 lambda: [build_strategy(s.name, s.params) for s in specs],
                 training,
                 seeds,
+                lrs,
             )
             self.learner.evaluate_untrained()
         self.node = ray.get_runtime_context().get_node_id()
@@ -227,6 +245,7 @@ class VectorGroup:
             result["vectorized"] = {
                 "size": learner.size,
                 "seeds": learner.seeds,
+                "lrs": learner.lrs,
                 # the stacked penalty is the trials' sum: its loss/<term> is not this trial's
                 "penalty_losses": "the group's mean; loss/ce is this trial's own",
             }
@@ -278,7 +297,7 @@ def train_member(
             get_if_exists=True,
             lifetime="detached",  # outlives the trial that created it; ends with its last
             **options,
-        ).remote(config, stream, list(group["seeds"]))
+        ).remote(config, stream, list(group["seeds"]), None, group.get("lrs"))
         member, i = int(group["member"]), 0
     else:
         restored = torch.load(io.BytesIO(state), weights_only=True)

@@ -100,9 +100,9 @@ class ResourcesConfig(BaseModel):
     )
     vectorize: int | Literal["auto"] = Field(
         1,
-        description="trials that differ only in seed trained together as one program, up "
-        "to this many (stacked parameters, one vmapped step; docs/performance.md); auto: "
-        "all the seeds of a configuration (up to 64) when trials ask for a GPU, else 1",
+        description="trials that differ only in seed and training.lr trained together as one "
+        "program, up to this many (stacked parameters, one vmapped step; docs/performance.md); "
+        "auto: up to 64 when trials ask for a GPU, else 1",
     )
 
     @field_validator("vectorize")

@@ -1,4 +1,4 @@
-"""Vectorised trials: S trials that differ only in seed train as one program.
+"""Vectorised trials: S trials that differ only in seed (and learning rate) train as one program.
 
 A research sweep repeats the same model, stream and strategy over seeds. Trained
 one by one, each seed's step is a handful of small kernels; trained together,
@@ -146,6 +146,11 @@ class VectorizedLearner:
             stacked trials and once per trial).
         training: as for :class:`Learner` (see :func:`vectorization_blocker`).
         seeds: the trials' seeds, one trial each.
+        lrs: each trial's learning rate, when they differ (``None``: ``training.lr``).
+            The optimizer then steps with learning rate 1 and each trial's
+            displacement is scaled by its own rate: SGD (with momentum and weight
+            decay) and Adam move by ``lr`` times a step whose state does not depend
+            on ``lr``, so this is each trial's own update up to rounding.
 
     ``R`` is ``(S, T, T)``, ``untrained`` ``(S, T)``: trial ``s``'s rows are
     those a :class:`Learner` with ``seeds[s]`` fills, within float rounding.
@@ -158,10 +163,15 @@ class VectorizedLearner:
         make_strategies: Callable[[], list[Strategy]],
         training: TrainingConfig,
         seeds: Sequence[int],
+        lrs: Sequence[float] | None = None,
     ) -> None:
         self.seeds = [int(s) for s in seeds]
         if not self.seeds:
             raise ValueError("vectorised trials need at least one seed")
+        if lrs is not None and len(lrs) != len(self.seeds):
+            raise ValueError(f"{len(lrs)} learning rates for {len(self.seeds)} vectorised trials")
+        self.lrs = [float(lr) for lr in lrs] if lrs is not None else [training.lr] * len(seeds)
+        self._per_trial_lr = len(set(self.lrs)) > 1
         self.stream, self.training, self.model_config = stream, training, model_config
         self.strategies = make_strategies()
         blocker = vectorization_blocker(stream, training, self.strategies)
@@ -210,9 +220,12 @@ class VectorizedLearner:
                 p.data = self.params[n].detach()[s]
             for n, b in model.named_buffers():
                 b.data = self.buffers[n][s]
-        self.optimizer = training.make_optimizer(
-            [p for p in self.params.values() if p.requires_grad]
-        )
+        self.optimizer = self._make_optimizer()
+        # each trial's learning rate, shaped to scale its slice of every trainable tensor
+        rates = torch.tensor(self.lrs, dtype=torch.float32, device=self.device)
+        self._rates = [
+            rates.view(-1, *[1] * (p.dim() - 1)) for p in self.params.values() if p.requires_grad
+        ]
         self.generators = [
             torch.Generator(device=self.device).manual_seed(seed) for seed in self.seeds
         ]
@@ -324,8 +337,7 @@ class VectorizedLearner:
         """Train every trial on experience ``i``; return each loss term's mean, ``(S,)``."""
         exp = self.experiences[i]
         if self.training.reset_optimizer:
-            trainable = [p for p in self.params.values() if p.requires_grad]
-            self.optimizer = self.training.make_optimizer(trainable)
+            self.optimizer = self._make_optimizer()
         ctx = self._context(exp)
         ctx.total_steps = self.training.epochs * -(-exp.n_train // self.training.batch_size)
         self._ctx = ctx  # for the step an error names
@@ -440,12 +452,40 @@ class VectorizedLearner:
                 "(ctx.protect), which the vectorised step does not honour; mark the strategy "
                 "vectorize = '<why not>'"
             )
-        if not plain_sgd_step(self.optimizer):
-            self.optimizer.step()
+        self._optimizer_step()
         for s in hooks["on_after_step"]:
             s.on_after_step(ctx)
         ctx.step += 1
         return terms
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over the stacked trainable tensors (learning rate 1 when per trial)."""
+        training = self.training
+        if self._per_trial_lr:
+            training = training.model_copy(update={"lr": 1.0})
+        return training.make_optimizer([p for p in self.params.values() if p.requires_grad])
+
+    def _optimizer_step(self) -> None:
+        """Step every trial; with per-trial rates, scale each trial's displacement by its own.
+
+        The optimizer stepped with rate 1 moved ``theta`` by ``-u``, ``u`` independent
+        of the rate for SGD (momentum, weight decay) and Adam; ``theta_before +
+        lr_s * (theta - theta_before)`` is then trial ``s``'s own step, to within twice
+        a float's rounding of ``theta``.
+        """
+        if not self._per_trial_lr:
+            if not plain_sgd_step(self.optimizer):
+                self.optimizer.step()
+            return
+        params = [p for p in self.params.values() if p.requires_grad]
+        with torch.no_grad():
+            before = [p.detach().clone() for p in params]
+            if not plain_sgd_step(self.optimizer):
+                self.optimizer.step()
+            moved = torch._foreach_sub([p.detach() for p in params], before)
+            torch._foreach_mul_(moved, self._rates)
+            torch._foreach_add_(before, moved)
+            torch._foreach_copy_([p.detach() for p in params], before)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -538,9 +578,10 @@ class VectorizedLearner:
                 for name, v in entry.items()
             }
         rows = ~np.isnan(self.R[s]).all(axis=1)
+        groups = [{**g, "lr": self.lrs[s]} for g in opt["param_groups"]]  # the trial's own rate
         return {
             "model": self.model_state(s),
-            "optimizer": {"state": state, "param_groups": opt["param_groups"]},
+            "optimizer": {"state": state, "param_groups": groups},
             "strategies": {m.name: m.state_dict() for m in self.members[s]},
             "generator": self.generators[s].get_state(),
             "torch_rng": torch.get_rng_state(),

@@ -199,6 +199,7 @@ def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
             assert yaml.safe_load(tag) == {
                 "size": 3,
                 "seeds": [0, 1, 2],
+                "lrs": [0.01, 0.01, 0.01],
                 "penalty_losses": "the group's mean; loss/ce is this trial's own",
             }, (strategy, seed)
         assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
