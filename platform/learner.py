@@ -240,8 +240,9 @@ class Learner:
     """Also check every step's gradient norms for NaN/inf (one fused op per step)."""
 
     pack_evaluation: bool = True
-    """Evaluate the test sets back to back in full batches (:meth:`_evaluate_packed`);
-    ``False``: one experience at a time (a strategy's ``on_eval_start`` always does)."""
+    """Evaluate the test sets back to back (:meth:`_evaluate_packed`), in batches sized by
+    :func:`packed_batch_size`; ``False``: one experience at a time (a strategy's
+    ``on_eval_start`` always does)."""
 
     stop_requested: Callable[[], bool] | None = None
     """Asked before every epoch (and plasticity reference); ``True`` raises
