@@ -27,7 +27,7 @@ compilation; later runs in the process reuse the compiled code).
 
     python benchmarks/compute_bound.py --workloads mlp cnn   # ~4 min
     python benchmarks/compute_bound.py --workloads efficientnet --threads 2 --repeats 2
-    python benchmarks/compute_bound.py --variants default bf16 --device cuda
+    python benchmarks/compute_bound.py --workloads mlp --device cuda --no-avalanche
 """
 
 from __future__ import annotations
@@ -113,10 +113,12 @@ def timed(run: Callable[..., np.ndarray], *args: Any) -> tuple[float, float, np.
     return time.perf_counter() - t, time.process_time() - c, R
 
 
-def measure(name: str, w: Workload, variants: list[str], repeats: int, device: str) -> None:
+def measure(
+    name: str, w: Workload, variants: list[str], repeats: int, device: str, avalanche: bool
+) -> None:
     """Time every variant of workload ``w`` (bare and lifelong) and Avalanche; print the table."""
     stream = w.stream()
-    bench = to_avalanche_benchmark(stream)
+    bench = to_avalanche_benchmark(stream) if avalanche else None
     runs: dict[str, tuple[Callable[..., np.ndarray], TrainingConfig]] = {}
     for v in variants:
         if v == "channels_last" and not w.convolutional:
@@ -127,7 +129,11 @@ def measure(name: str, w: Workload, variants: list[str], repeats: int, device: s
         training = TrainingConfig(**w.training, **options, batch_size=32, accelerator=device)
         runs[f"bare {v}"] = (run_bare, training)
         runs[f"lifelong {v}"] = (run_lifelong, training)
-    runs["avalanche default"] = (run_avalanche, TrainingConfig(**w.training, accelerator=device))
+    if avalanche:
+        runs["avalanche default"] = (
+            run_avalanche,
+            TrainingConfig(**w.training, accelerator=device),
+        )
     first: dict[str, float] = {}
     for key, (run, training) in runs.items():  # warm-up; compile happens here
         first[key] = timed(run, stream, w.model, training, 0, bench)[0]
@@ -151,7 +157,7 @@ def measure(name: str, w: Workload, variants: list[str], repeats: int, device: s
     print("-" * len(head))
     base = med["lifelong default"] if "lifelong default" in med else None
     R0 = Rs.get("lifelong default")
-    aval = med["avalanche default"]
+    aval = med.get("avalanche default", float("nan"))
     for v in variants:
         b, ll = f"bare {v}", f"lifelong {v}"
         if ll not in med:
@@ -164,6 +170,8 @@ def measure(name: str, w: Workload, variants: list[str], repeats: int, device: s
             f"{R[-1].mean():>9.3f} {np.abs(R - Rs[b]).max():>8.4f} "
             f"{(np.abs(R - R0).max() if R0 is not None else float('nan')):>10.4f}"
         )
+    if not avalanche:
+        return
     print(
         f"{'avalanche':<14} {'':>7} {aval:>10.3f} {first['avalanche default']:>8.2f} "
         f"{'':>6} {'':>9} {(base / aval if base else float('nan')):>7.2f}x {1:>7.2f}x "
@@ -181,12 +189,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where all sides run")
+    ap.add_argument("--no-avalanche", action="store_true", help="leave Avalanche's side out")
     args = ap.parse_args()
     require_device(ap, args.device)
     torch.set_num_threads(args.threads)
     for name in args.workloads:
         w = WORKLOADS[name]
-        measure(name, w, args.variants or list(w.variants), args.repeats, args.device)
+        variants = args.variants or list(w.variants)
+        measure(name, w, variants, args.repeats, args.device, not args.no_avalanche)
     print(
         "\n/bare: lifelong's median wall time over the bare loop's with the same option; "
         "speed-up: lifelong default's time over this variant's; aval./ll: Avalanche's (fp32, "

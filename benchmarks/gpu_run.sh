@@ -1,5 +1,6 @@
 #!/bin/bash
-# One prepared GPU run (issue 24): vectorised trials, GPU sharing, learner vs bare loop.
+# One prepared GPU run (issue 24): vectorised trials, GPU sharing, learner vs bare loop,
+# compute-bound options (bf16, fused, compile) on the MLP 1024-1024.
 # Needs no Ray or MLflow. On the lent machine (Python 3.12, torch, no network) the
 # packages it lacks travel as wheels in .whl/ (git-ignored), fetched here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -30,4 +31,5 @@ echo "== vectorized_trials"; timeout ${T1:-300} $PY vectorized_trials.py --devic
 echo "== gpu_sharing"; timeout ${T2:-120} $PY gpu_sharing.py --device $DEV --trials ${N:-32} 2>&1 | tee $OUT/sharing.txt
 echo "== vs_bare_loop 256"; timeout ${T3:-60} $PY vs_bare_loop.py --device $DEV --quick --strategies naive l2 ewc si 2>&1 | tee $OUT/bare256.txt
 echo "== vs_bare_loop 1024"; timeout ${T3:-60} $PY vs_bare_loop.py --device $DEV --quick --hidden 1024 1024 --strategies naive l2 ewc si 2>&1 | tee $OUT/bare1024.txt
+echo "== compute_bound mlp"; timeout ${T4:-120} $PY compute_bound.py --device $DEV --workloads mlp --no-avalanche --repeats 2 2>&1 | tee $OUT/compute_bound.txt
 echo "== done"
