@@ -43,6 +43,7 @@ from lifelong.platform.training import TrainingConfig
 from lifelong.platform.vectorized import (
     VectorizedLearner,
     batchnorm_blocker,
+    per_trial_blocker,
     trial_model,
     vectorization_blocker,
 )
@@ -95,7 +96,8 @@ def plan_groups(
         blocker = vectorization_blocker(stream, training, strategies)
         if blocker is None:
             model = ModelConfig.model_validate(first.model or spec.model.model_dump())
-            norm = batchnorm_blocker(trial_model(stream, model))
+            built = trial_model(stream, model)
+            norm = batchnorm_blocker(built) or per_trial_blocker(built, strategies)
             blocker = f"model {model.name!r} {norm}" if norm else None
         if blocker is not None:
             notes.append(f"{first.label}: each seed trains on its own ({blocker})")
@@ -246,8 +248,11 @@ class VectorGroup:
                 "size": learner.size,
                 "seeds": learner.seeds,
                 "lrs": learner.lrs,
-                # the stacked penalty is the trials' sum: its loss/<term> is not this trial's
-                "penalty_losses": "the group's mean; loss/ce is this trial's own",
+                # a stacked penalty is the trials' sum: its loss/<term> is not this trial's
+                "penalty_losses": (
+                    "a stacked strategy's loss/<term> is the group's mean; loss/ce and a "
+                    "per_trial strategy's terms are this trial's own"
+                ),
             }
             result["system"] = system
             self.results[(s, i)] = ("ok", result, _saved(learner.member_state(s)))

@@ -59,6 +59,8 @@ from lifelong.strategies.base import Batch, Context, Strategy
 
 BOUNDARY_HOOKS = ("on_experience_start", "on_epoch_start", "on_epoch_end", "on_experience_end")
 STEP_HOOKS = ("loss_terms", "on_after_backward", "on_after_step")
+PER_TRIAL_UNSUPPORTED = ("on_after_backward", "on_after_step")
+"""Per-step hooks a ``per_trial`` strategy may not override (its trial's model has no grad)."""
 UNSUPPORTED_HOOKS = (
     "transform_batch",
     "task_loss",
@@ -91,11 +93,26 @@ def vectorization_blocker(
     if training.channels_last:
         return "training.channels_last: the vectorised step keeps the default memory format"
     for s in strategies:
-        if s.vectorize not in ("stacked", "members"):
+        if s.vectorize not in ("stacked", "members", "per_trial"):
             return f"strategy {s.name!r}: {s.vectorize}"
         used = [h for h in UNSUPPORTED_HOOKS if _overrides(s, h)]
+        if s.vectorize == "per_trial":
+            used += [h for h in PER_TRIAL_UNSUPPORTED if _overrides(s, h)]
         if used:
             return f"strategy {s.name!r} overrides {used[0]}, which vectorised trials do not call"
+    return None
+
+
+def per_trial_blocker(model: ContinualModel, strategies: Sequence[Strategy]) -> str | None:
+    """Why ``model`` cannot run a ``per_trial`` strategy vectorised, else ``None``.
+
+    A per-trial term sees its trial's slice of the stacked features and logits; on a
+    multi-head model it would call the trial's own head, whose weights are a view
+    without the stacked weights' gradient.
+    """
+    named = [s.name for s in strategies if s.vectorize == "per_trial"]
+    if named and model.head.multi_head:
+        return f"is multi-head, whose other heads strategy {named[0]!r} cannot reach vectorised"
     return None
 
 
@@ -190,6 +207,11 @@ class VectorizedLearner:
                 f"these trials cannot be vectorised: model {model_config.name!r} {norm}. Freeze "
                 "them (model.freeze) or train the seeds separately (resources.vectorize: 1)"
             )
+        heads = per_trial_blocker(self.models[0], self.strategies)
+        if heads:
+            raise ValueError(f"these trials cannot be vectorised: model {heads}")
+        # strategies whose loss terms run once per trial on its slice of the outputs
+        self._per_trial = [k for k, st in enumerate(self.strategies) if st.vectorize == "per_trial"]
         params, buffers = stack_module_state(self.models)
         trainable = {n for n, p in self.models[0].named_parameters() if p.requires_grad}
         self.params = {
@@ -416,34 +438,12 @@ class VectorizedLearner:
         index: Tensor,
     ) -> dict[str, Tensor]:
         """One optimizer step of every trial: per-trial task gradients, then the terms'."""
-        # vmap of grad: each trial's task-loss gradient by torch.func's batching rules
-        # (on a 2-core CPU about 1.5x faster than autograd through a vmapped forward).
-        with self.fabric.autocast():  # per step: autocast caches its casts of the weights
-            grads, (ce, (features, logits)) = self._task_grad(
-                self._trainable_data, self._frozen, self._both_buffers, x, y, task_id
-            )
-        terms: dict[str, Tensor] = {"ce": ce}
         for p in self._trainable.values():
             p.grad = None
-        penalty: Tensor | None = None
-        if hooks["loss_terms"]:
-            batch = Batch(x, y, task_id, features, logits, index)  # leading trial dimension
-            for s in hooks["loss_terms"]:
-                with self.fabric.autocast():
-                    values = s.loss_terms(ctx, batch)
-                for name, value in values.items():
-                    if name in terms:
-                        raise ValueError(
-                            f"loss term {name!r} of strategy {s.name!r} is already used"
-                        )
-                    penalty = value if penalty is None else penalty + value
-                    # the stacked term is the trials' sum: logged as their mean
-                    terms[name] = (value.detach() / self.size).expand(self.size)
-        if penalty is not None and penalty.requires_grad:
-            penalty.backward()
-        for name, p in self._trainable.items():
-            g = grads[name]
-            p.grad = g if p.grad is None else p.grad.add_(g)
+        if self._per_trial and hooks["loss_terms"]:
+            terms = self._backward_through_outputs(ctx, hooks, x, y, task_id, index)
+        else:
+            terms = self._backward_vmapped(ctx, hooks, x, y, task_id, index)
         for s in hooks["on_after_backward"]:
             s.on_after_backward(ctx)
         if ctx.protected:
@@ -456,6 +456,104 @@ class VectorizedLearner:
         for s in hooks["on_after_step"]:
             s.on_after_step(ctx)
         ctx.step += 1
+        return terms
+
+    def _backward_through_outputs(
+        self,
+        ctx: Context,
+        hooks: dict[str, list[Strategy]],
+        x: Tensor,
+        y: Tensor,
+        task_id: int,
+        index: Tensor,
+    ) -> dict[str, Tensor]:
+        """Every gradient by autograd through one vmapped forward pass (``per_trial`` terms).
+
+        A ``per_trial`` strategy's loss terms need the logits' or features' gradient:
+        each trial's own strategy computes them on its slice of the live stacked
+        outputs, and one backward pass of the sum gives every trial its gradient.
+        """
+        with self.fabric.autocast():
+            features, logits = self.outputs(x, task_id, shared_input=False)
+            each = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            ce = each.view(self.size, -1).mean(1)  # (S,): each trial's batch mean
+        terms: dict[str, Tensor] = {"ce": ce.detach()}
+        loss: Tensor = ce.sum()
+        live = Batch(x, y, task_id, features, logits, index)
+        for k, st in enumerate(self.strategies):
+            if not any(st is h for h in hooks["loss_terms"]):
+                continue
+            if k not in self._per_trial:  # stacked: one call on the stacked batch
+                with self.fabric.autocast():
+                    values = st.loss_terms(ctx, live)
+                self._record_stacked(terms, st, values)
+                for value in values.values():
+                    loss = loss + value
+                continue
+            values: dict[str, list[Tensor]] = {}
+            for s, member in enumerate(self.members):
+                own = Batch(x[s], y[s], task_id, features[s], logits[s], index[s])
+                with self.fabric.autocast():
+                    got = member[k].loss_terms(self._member_context(s, ctx.experience, ctx), own)
+                for name, value in got.items():
+                    values.setdefault(name, []).append(value)
+            for name, parts in values.items():
+                if len(parts) != self.size:
+                    raise ValueError(
+                        f"loss term {name!r} of strategy {st.name!r} is returned by some trials "
+                        "and not by others"
+                    )
+                if name in terms:
+                    raise ValueError(f"loss term {name!r} of strategy {st.name!r} is already used")
+                stacked = torch.stack(parts)
+                terms[name] = stacked.detach()  # each trial's own value
+                loss = loss + stacked.sum()
+        loss.backward()
+        return terms
+
+    def _record_stacked(
+        self, terms: dict[str, Tensor], st: Strategy, values: dict[str, Tensor]
+    ) -> None:
+        """Record a stacked strategy's terms, each logged as the trials' mean.
+
+        A stacked term is the sum of the trials' values, so its logged value is the
+        group's mean (the run's ``lifelong.vectorized`` tag says so).
+        """
+        for name, value in values.items():
+            if name in terms:
+                raise ValueError(f"loss term {name!r} of strategy {st.name!r} is already used")
+            terms[name] = (value.detach() / self.size).expand(self.size)
+
+    def _backward_vmapped(
+        self,
+        ctx: Context,
+        hooks: dict[str, list[Strategy]],
+        x: Tensor,
+        y: Tensor,
+        task_id: int,
+        index: Tensor,
+    ) -> dict[str, Tensor]:
+        """Each trial's task gradient by ``vmap(grad)``, plus the stacked terms' by autograd."""
+        # vmap of grad: each trial's task-loss gradient by torch.func's batching rules
+        # (on a 2-core CPU about 1.5x faster than autograd through a vmapped forward).
+        with self.fabric.autocast():  # per step: autocast caches its casts of the weights
+            grads, (ce, (features, logits)) = self._task_grad(
+                self._trainable_data, self._frozen, self._both_buffers, x, y, task_id
+            )
+        terms: dict[str, Tensor] = {"ce": ce}
+        penalty: Tensor | None = None
+        batch = Batch(x, y, task_id, features, logits, index)  # leading trial dimension
+        for s in hooks["loss_terms"]:
+            with self.fabric.autocast():
+                values = s.loss_terms(ctx, batch)
+            self._record_stacked(terms, s, values)
+            for value in values.values():
+                penalty = value if penalty is None else penalty + value
+        if penalty is not None and penalty.requires_grad:
+            penalty.backward()
+        for name, p in self._trainable.items():
+            g = grads[name]
+            p.grad = g if p.grad is None else p.grad.add_(g)
         return terms
 
     def _make_optimizer(self) -> torch.optim.Optimizer:

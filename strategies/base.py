@@ -152,7 +152,7 @@ class Strategy:
     """Whether the strategy trains one model over several workers (``resources.workers``:
     each worker sees a slice of every batch, gradients are summed): ``True``, or the
     reason it cannot (state updated from each batch's data would differ per worker)."""
-    vectorize: ClassVar[Literal["stacked", "members"] | str] = (
+    vectorize: ClassVar[Literal["stacked", "members", "per_trial"] | str] = (
         "it has not been checked to train several seeds as one program"
     )
     """How the strategy trains when trials that differ only in seed run as one
@@ -162,7 +162,11 @@ class Strategy:
     stacked value is the sum of the trials' values); ``"members"``, the experience
     and epoch hooks run once per trial on that trial's own model (e.g. a Fisher
     from forward passes) and the per-step hooks once on the stacked state (all the
-    state they read is in :meth:`state_dict`); else the reason it cannot."""
+    state they read is in :meth:`state_dict`); ``"per_trial"``, as ``"members"``,
+    but ``loss_terms`` also runs once per trial, on the trial's slice of the batch
+    with live (differentiable) features and logits (e.g. a distillation term; the
+    step then backpropagates through one vmapped forward pass, and it may not
+    override ``on_after_backward`` or ``on_after_step``); else the reason it cannot."""
     formulas: ClassVar[tuple[str, ...]] = ()
     """Public methods beyond the hooks that compute the paper's named quantities (e.g.
     ``("distance",)``), called by the hooks and by tests. Any other public method is

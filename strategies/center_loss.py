@@ -63,8 +63,8 @@ class CenterLoss(Strategy):
 
     Config = CenterLossConfig
     vectorize = (
-        "its loss needs the features' gradient and it freezes the head (ctx.protect), "
-        "neither of which a vectorised step gives"
+        "it updates its centres after every backward pass and freezes the head "
+        "(ctx.protect), neither of which a vectorised trial's strategy can do"
     )
     config: CenterLossConfig
     language_models = "its class centres need class labels; a text stream has next-token labels"

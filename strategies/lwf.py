@@ -81,10 +81,7 @@ class LwF(Strategy):
         "distillation",
     )
     Config = LwFConfig
-    vectorize = (
-        "its distillation term needs the logits' gradient, which a vectorised step's "
-        "batch does not carry"
-    )
+    vectorize = "per_trial"  # each trial distils its own teacher on its own batch
     config: LwFConfig
     language_models = (
         "it distils the logits of the classes seen so far; a text stream has no classes"

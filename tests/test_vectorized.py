@@ -30,8 +30,13 @@ PARAMS = {
     "mas": {"lambda": 1.0},
     "spectral": {"lambda": 1e-3},
     "wasserstein_init": {"lambda": 1e-2},
+    "lwf": {"lambda": 1.0},
 }
 SEEDS = [0, 1, 2]
+PENALTY_LOSSES = (
+    "a stacked strategy's loss/<term> is the group's mean; loss/ce and a per_trial "
+    "strategy's terms are this trial's own"
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +92,42 @@ def test_vectorised_trials_equal_the_separate_trials(
             assert vec.strategy_metrics(s)[key] == pytest.approx(value, rel=1e-5)
 
 
+def test_a_per_trial_term_is_each_trials_own(digits: Stream) -> None:
+    """LwF's distillation runs per trial on live outputs: its logged term is the trial's."""
+    training = _training("sgd")
+    vec = _vectorised(digits, "lwf", training)
+    vec.run_experience(0)
+    _, losses = vec.run_experience(1)
+    for s, seed in enumerate(SEEDS):
+        alone = _separate(digits, "lwf", training, seed)
+        alone.run_experience(0)
+        assert losses["lwf"][s] == pytest.approx(alone.run_experience(1)[1]["lwf"], rel=1e-5)
+    assert len(set(losses["lwf"].tolist())) == len(SEEDS)
+
+
+class _PerTrialAfterStep(Strategy):
+    """A per_trial strategy with a per-step hook its trial's model cannot serve."""
+
+    name = "per_trial_after_step"
+    vectorize = "per_trial"
+
+    def on_after_step(self, ctx: Context) -> None:
+        pass
+
+
+def test_a_per_trial_strategy_with_a_per_step_hook_is_refused(digits: Stream) -> None:
+    reason = vectorization_blocker(digits, _training("sgd"), [_PerTrialAfterStep()])
+    assert reason is not None and "on_after_step" in reason
+
+
+def test_a_per_trial_strategy_on_a_multi_head_model_is_refused() -> None:
+    stream = build_stream(
+        ScenarioConfig(source="digits", n_experiences=2, seed=0, protocol="task_incremental")
+    )
+    with pytest.raises(ValueError, match="multi-head, whose other heads strategy 'lwf'"):
+        _vectorised(stream, "lwf", _training("sgd"))
+
+
 def test_the_penalty_is_logged_as_the_mean_over_the_trials(digits: Stream) -> None:
     training = _training("sgd")
     vec = _vectorised(digits, "l2", training)
@@ -140,9 +181,9 @@ def test_a_trial_that_diverges_fails_alone(digits: Stream, name: str) -> None:
 
 
 def test_what_cannot_train_vectorised_says_why(digits: Stream) -> None:
-    lwf = build_strategy("lwf", {})
+    center = build_strategy("center_loss", {})
     training = _training("sgd")
-    assert "lwf" in str(vectorization_blocker(digits, training, [lwf]))
+    assert "center_loss" in str(vectorization_blocker(digits, training, [center]))
     assert vectorization_blocker(digits, training, [build_strategy("ewc", {})]) is None
     reference = training.model_copy(update={"plasticity_baseline": True})
     assert "plasticity" in str(vectorization_blocker(digits, reference, []))
@@ -178,7 +219,7 @@ def _same_final_metrics(runs: dict, reference: dict) -> None:
 def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
     ray_instance: str, in_tmp: Path
 ) -> None:
-    spec = tiny_experiment("vectorised", [], ["naive", "ewc", "lwf"])
+    spec = tiny_experiment("vectorised", [], ["ewc", "lwf", "dst"])
     spec["seeds"] = 3
     spec["resources"] = {"vectorize": 4}
     path = in_tmp / "vectorised.yaml"
@@ -188,19 +229,19 @@ def test_a_vectorised_sweep_logs_every_trial_as_its_own_run(
     result = cli.invoke(app, ["run", str(path), "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert "6 trials train vectorised, in 2 group(s)" in result.output
-    assert "lwf: each seed trains on its own" in result.output
+    assert "dst: each seed trains on its own" in result.output
     together = _runs(uri, "vectorised")
     assert len(together) == 9
     for (strategy, seed), run in together.items():
         tag = run.data.tags.get("lifelong.vectorized")  # type: ignore[attr-defined]
-        if strategy == "lwf":
+        if strategy == "dst":
             assert tag is None
         else:
             assert yaml.safe_load(tag) == {
                 "size": 3,
                 "seeds": [0, 1, 2],
                 "lrs": [0.01, 0.01, 0.01],
-                "penalty_losses": "the group's mean; loss/ce is this trial's own",
+                "penalty_losses": PENALTY_LOSSES,
             }, (strategy, seed)
         assert run.info.status == "FINISHED"  # type: ignore[attr-defined]
     result = cli.invoke(
