@@ -48,6 +48,7 @@ PARAMS = {
     "mas": {"lambda": 0.1},
     "spectral": {"lambda": 1e-4},
     "wasserstein_init": {"lambda": 1e-3},
+    "lwf": {"lambda": 1.0},
 }
 
 
