@@ -384,14 +384,30 @@ class VectorizedLearner:
         self._boundary("on_experience_end", ctx)
         self.step = ctx.step
         self._ctx = None
-        means = {k: torch.stack(v).double().mean(0) for k, v in history.items()}
-        out = {k: v.cpu().numpy() for k, v in means.items()}
-        self._check_finite(i, out.get("ce"))
+        stacked = {k: torch.stack(v) for k, v in history.items()}  # (steps, S) each
+        out = {k: v.double().mean(0).cpu().numpy() for k, v in stacked.items()}
+        where: dict[int, str] = {}  # trial -> the first step whose task loss is non-finite
+        if "ce" in stacked:
+            bad = ~torch.isfinite(stacked["ce"])
+            firsts = bad.to(torch.int8).argmax(0).tolist()  # each trial's first True
+            per_epoch = -(-n // bs)
+            start = ctx.step - len(stacked["ce"])
+            for t, (j, any_bad) in enumerate(zip(firsts, bad.any(0).tolist(), strict=True)):
+                if any_bad:
+                    where[t] = f"at step {start + j} (epoch {j // per_epoch})"
+        self._check_finite(i, out.get("ce"), where)
         self.samples_seen += self.training.epochs * n
         return out
 
-    def _check_finite(self, i: int, ce: np.ndarray | None) -> None:
+    def _check_finite(
+        self,
+        i: int,
+        ce: np.ndarray | None,
+        where: dict[int, str] | None = None,
+    ) -> None:
         """Fail the trials whose task loss or weights became NaN/inf; the others go on.
+
+        ``where``: per trial, the step at which its task loss first became non-finite.
 
         A failed trial's slice of the weights and of the strategies' state is zeroed,
         so the stacked penalty (a sum over the trials) is finite again for the rest.
@@ -407,14 +423,16 @@ class VectorizedLearner:
         for s in range(self.size):
             if s in self.failed:
                 continue
+            at = None
             if ce is not None and not np.isfinite(ce[s]):
-                what = "the task loss 'ce'"
+                what, at = "the task loss 'ce'", (where or {}).get(s)
             elif not finite[s]:
                 what = "the weights"
             else:
                 continue
+            place = f"{at} of experience {i}" if at else f"in experience {i}"
             self.failed[s] = (
-                f"{what} became NaN/inf in experience {i} (trial with seed {self.seeds[s]}, "
+                f"{what} became NaN/inf {place} (trial with seed {self.seeds[s]}, "
                 f"trained vectorised with seeds {self.seeds}; the others go on)"
             )
             self._retire(s)

@@ -170,6 +170,8 @@ def test_a_trial_that_diverges_fails_alone(digits: Stream, name: str) -> None:
     vec.run_experience(1)
     assert set(vec.failed) == {1}
     assert "seed 1" in vec.failed[1] and "experience 1" in vec.failed[1]
+    first = -(-digits.experiences[0].n_train // training.batch_size)  # exp 1's first step
+    assert f"'ce' became NaN/inf at step {first} (epoch 0) of experience 1" in vec.failed[1]
     vec.run_experience(2)
     for s in (0, 2):  # the others are where they would be alone
         alone = _separate(digits, name, training, SEEDS[s])
