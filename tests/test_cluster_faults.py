@@ -438,11 +438,14 @@ def test_sigint_marks_killed_then_resume_finishes(cluster: Cluster) -> None:
         held = {r[0] for r in log_lines(d) if r[1] == 1} >= {"b", "c"}
         if not held or client.get_experiment_by_name("stopped") is None:
             return False
-        runs = client.search_runs(
-            [client.get_experiment_by_name("stopped").experiment_id],
-            filter_string="attributes.status = 'FINISHED'",
+        runs = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+        # b and c train experience 1 while their experience-0 result (and checkpoint) is
+        # still on its way to the driver: wait until the driver has logged it
+        reported = {r.info.run_name for r in runs if r.info.status == "RUNNING" and r.data.metrics}
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        return (
+            len(done) == 1 and len(reported & {n for n in ref if n != done[0].info.run_name}) == 2
         )
-        return len(runs) == 1
 
     wait_for("trial a finished, b and c held", a_finished, proc, 150)
     proc.send_signal(signal.SIGINT)
